@@ -1,0 +1,79 @@
+//! AMQP edge: connecting with a bound on time, and turning lapin's errors
+//! into messages that name the broker (password masked) and the entity.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Result;
+use lapin::{Connection, ConnectionProperties};
+
+use crate::exit::broker;
+use crate::target::{scrub, Target};
+
+/// Opens an AMQP connection to `target`'s vhost, or fails with exit 3 within
+/// the target's timeout. lapin can wait forever when the broker refuses
+/// `connection.open` (an unknown vhost), so the whole handshake is bounded.
+pub async fn connect(target: &Target) -> Result<Connection> {
+    let properties = ConnectionProperties::default()
+        .with_connection_name(format!("delaytopo {}", env!("CARGO_PKG_VERSION")).into());
+    let attempt = Connection::connect_with_runtime(
+        target.amqp_uri(),
+        properties,
+        lapin::runtime::default_runtime().map_err(|e| broker(format!("no async runtime: {e}")))?,
+    );
+    match tokio::time::timeout(target.timeout, attempt).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(error)) => Err(broker(format!(
+            "cannot connect to {}: {}",
+            target.amqp_display(),
+            describe(target, &error)
+        ))),
+        Err(_) => Err(broker(format!(
+            "cannot connect to {}: no answer within {} (is the broker up, and does vhost `{}` exist?)",
+            target.amqp_display(),
+            seconds(target.timeout),
+            target.vhost
+        ))),
+    }
+}
+
+/// Runs one broker operation with the target's timeout; `what` names it in errors.
+pub async fn bounded<T>(
+    target: &Target,
+    what: &str,
+    operation: impl Future<Output = lapin::Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(target.timeout, operation).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(broker(format!("{what}: {}", describe(target, &error)))),
+        Err(_) => Err(broker(format!(
+            "{what}: no answer from {} within {}",
+            target.amqp_display(),
+            seconds(target.timeout)
+        ))),
+    }
+}
+
+/// A lapin error in words, with the password scrubbed.
+pub fn describe(target: &Target, error: &lapin::Error) -> String {
+    let text = match error.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => {
+            format!("{} {}", amqp.get_id(), amqp.get_message())
+        }
+        lapin::ErrorKind::IOError(io) => io.to_string(),
+        _ => error.to_string(),
+    };
+    scrub(&text, &target.password)
+}
+
+/// The AMQP reply code of a broker refusal (404, 406, 403, 530...), if it was one.
+pub fn reply_code(error: &lapin::Error) -> Option<u16> {
+    match error.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => Some(amqp.get_id()),
+        _ => None,
+    }
+}
+
+pub fn seconds(duration: Duration) -> String {
+    format!("{:.1} s", duration.as_secs_f64())
+}

@@ -1,0 +1,392 @@
+//! Topology -> Desired: the exact exchanges, queues and bindings of the cascade
+//! (SPEC §1), and the routing key a sender uses for a delay. Pure: no I/O.
+
+use serde::Serialize;
+
+use crate::topology::{ArgValue, BindTo, QueueType, Topology};
+
+pub use crate::topology::ArgValue as Value;
+
+/// Queue or exchange arguments, sorted by key so that comparisons are stable.
+pub type Arguments = std::collections::BTreeMap<String, ArgValue>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DestinationKind {
+    Queue,
+    Exchange,
+}
+
+impl DestinationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DestinationKind::Queue => "queue",
+            DestinationKind::Exchange => "exchange",
+        }
+    }
+}
+
+impl From<BindTo> for DestinationKind {
+    fn from(bind_to: BindTo) -> Self {
+        match bind_to {
+            BindTo::Queue => DestinationKind::Queue,
+            BindTo::Exchange => DestinationKind::Exchange,
+        }
+    }
+}
+
+/// Why an entity is part of the cascade; reports group findings by it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case", tag = "role", content = "of")]
+pub enum Role {
+    /// Level exchange or queue `L`.
+    Level(u8),
+    /// Exchange `L` -> queue `L`: bit L set, wait here.
+    LevelQueueBinding(u8),
+    /// Exchange `L` -> exchange `L-1` (or the delivery exchange for 0): bit L clear.
+    FallThroughBinding(u8),
+    DeliveryExchange,
+    /// Delivery exchange -> the endpoint with this address.
+    EndpointBinding(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Exchange {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: Arguments,
+    #[serde(skip)]
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Queue {
+    pub name: String,
+    pub durable: bool,
+    pub exclusive: bool,
+    pub auto_delete: bool,
+    pub arguments: Arguments,
+    #[serde(skip)]
+    pub level: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Binding {
+    pub source: String,
+    pub destination: String,
+    pub destination_type: DestinationKind,
+    pub routing_key: String,
+    #[serde(skip)]
+    pub role: Role,
+}
+
+impl Binding {
+    /// Identity of a binding on the broker (arguments are always empty here).
+    pub fn key(&self) -> (&str, &str, DestinationKind, &str) {
+        (
+            &self.source,
+            &self.destination,
+            self.destination_type,
+            &self.routing_key,
+        )
+    }
+}
+
+/// Where a sender publishes a delayed message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Route {
+    pub exchange: String,
+    pub routing_key: String,
+}
+
+/// The cascade a topology asks for in one vhost: the single source of truth
+/// for install, verify, plan, teardown and render.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Desired {
+    pub vhost: String,
+    pub levels: u8,
+    pub queue_type: QueueType,
+    pub delivery_exchange: String,
+    /// Level exchanges from the highest level down, then the delivery exchange.
+    pub exchanges: Vec<Exchange>,
+    /// Level queues from the highest level down.
+    pub queues: Vec<Queue>,
+    /// Cascade bindings from the highest level down, then endpoint bindings.
+    pub bindings: Vec<Binding>,
+}
+
+/// Level `level`'s TTL in milliseconds: 2^level seconds.
+pub fn level_ttl_ms(level: u8) -> i64 {
+    (1i64 << level) * 1000
+}
+
+/// `"*." * (levels-1-level)` followed by `bit` and `.#`.
+pub fn level_binding_key(levels: u8, level: u8, bit: u8) -> String {
+    format!("{}{bit}.#", "*.".repeat(usize::from(levels - 1 - level)))
+}
+
+/// The routing key for `delay` seconds to `address`: N bits MSB first, each
+/// followed by `.`, then the address. `None` when the delay does not fit.
+pub fn routing_key(levels: u8, delay_seconds: u64, address: &str) -> Option<String> {
+    if delay_seconds > max_delay_seconds(levels) {
+        return None;
+    }
+    let mut key = String::with_capacity(usize::from(levels) * 2 + address.len());
+    for bit in (0..levels).rev() {
+        key.push(if delay_seconds >> bit & 1 == 1 { '1' } else { '0' });
+        key.push('.');
+    }
+    key.push_str(address);
+    Some(key)
+}
+
+/// The largest delay a cascade of `levels` levels can hold: 2^levels - 1 s.
+pub fn max_delay_seconds(levels: u8) -> u64 {
+    (1u64 << levels) - 1
+}
+
+/// The level a delay starts at: its highest set bit, or 0 for no delay.
+pub fn starting_level(delay_seconds: u64) -> u8 {
+    if delay_seconds == 0 {
+        0
+    } else {
+        (63 - delay_seconds.leading_zeros()) as u8
+    }
+}
+
+/// Splits a cascade routing key into its delay and its address.
+pub fn parse_routing_key(levels: u8, key: &str) -> Option<(u64, &str)> {
+    let prefix_len = usize::from(levels) * 2;
+    let (bits, address) = (key.get(..prefix_len)?, key.get(prefix_len..)?);
+    let mut delay = 0u64;
+    for pair in bits.as_bytes().chunks(2) {
+        let bit = match pair {
+            [b'0', b'.'] => 0,
+            [b'1', b'.'] => 1,
+            _ => return None,
+        };
+        delay = delay << 1 | bit;
+    }
+    Some((delay, address))
+}
+
+impl Desired {
+    pub fn new(topology: &Topology, vhost: &str) -> Desired {
+        let levels = topology.cascade.levels.0;
+        let delivery = topology.cascade.delivery_exchange.to_string();
+        let level_name = |level: u8| topology.level_name(level);
+        let topic = |name: String, role: Role| Exchange {
+            name,
+            kind: "topic".to_string(),
+            durable: true,
+            auto_delete: false,
+            internal: false,
+            arguments: Arguments::new(),
+            role,
+        };
+
+        let mut exchanges = Vec::new();
+        let mut queues = Vec::new();
+        let mut bindings = Vec::new();
+        for level in (0..levels).rev() {
+            let name = level_name(level);
+            let next_hop = if level == 0 {
+                delivery.clone()
+            } else {
+                level_name(level - 1)
+            };
+            exchanges.push(topic(name.clone(), Role::Level(level)));
+
+            let mut arguments = topology.cascade.queue_arguments.0.clone();
+            if topology.cascade.queue_type == QueueType::Quorum {
+                arguments.insert("x-queue-type".into(), ArgValue::Str("quorum".into()));
+            }
+            arguments.insert("x-message-ttl".into(), ArgValue::Int(level_ttl_ms(level)));
+            arguments.insert(
+                "x-dead-letter-exchange".into(),
+                ArgValue::Str(next_hop.clone()),
+            );
+            queues.push(Queue {
+                name: name.clone(),
+                durable: true,
+                exclusive: false,
+                auto_delete: false,
+                arguments,
+                level,
+            });
+
+            bindings.push(Binding {
+                source: name.clone(),
+                destination: name.clone(),
+                destination_type: DestinationKind::Queue,
+                routing_key: level_binding_key(levels, level, 1),
+                role: Role::LevelQueueBinding(level),
+            });
+            bindings.push(Binding {
+                source: name,
+                destination: next_hop,
+                destination_type: DestinationKind::Exchange,
+                routing_key: level_binding_key(levels, level, 0),
+                role: Role::FallThroughBinding(level),
+            });
+        }
+        exchanges.push(topic(delivery.clone(), Role::DeliveryExchange));
+        for endpoint in &topology.endpoints {
+            bindings.push(Binding {
+                source: delivery.clone(),
+                destination: endpoint.address.to_string(),
+                destination_type: endpoint.bind_to.into(),
+                routing_key: format!("#.{}", endpoint.address),
+                role: Role::EndpointBinding(endpoint.address.to_string()),
+            });
+        }
+
+        Desired {
+            vhost: vhost.to_string(),
+            levels,
+            queue_type: topology.cascade.queue_type,
+            delivery_exchange: delivery,
+            exchanges,
+            queues,
+            bindings,
+        }
+    }
+
+    /// Level `level`'s exchange (and queue) name.
+    pub fn level_name(&self, level: u8) -> &str {
+        &self.queues[usize::from(self.levels - 1 - level)].name
+    }
+
+    /// Where to publish `delay_seconds` for `address`; `None` when too long.
+    pub fn route(&self, delay_seconds: u64, address: &str) -> Option<Route> {
+        let routing_key = routing_key(self.levels, delay_seconds, address)?;
+        Some(Route {
+            exchange: self.level_name(starting_level(delay_seconds)).to_string(),
+            routing_key,
+        })
+    }
+
+    pub fn owns_exchange(&self, name: &str) -> bool {
+        self.exchanges.iter().any(|e| e.name == name)
+    }
+
+    pub fn owns_queue(&self, name: &str) -> bool {
+        self.queues.iter().any(|q| q.name == name)
+    }
+
+    /// The cascade's own bindings (levels and fall-through), without endpoints.
+    pub fn cascade_bindings(&self) -> impl Iterator<Item = &Binding> {
+        self.bindings
+            .iter()
+            .filter(|b| !matches!(b.role, Role::EndpointBinding(_)))
+    }
+
+    pub fn endpoint_bindings(&self) -> impl Iterator<Item = &Binding> {
+        self.bindings
+            .iter()
+            .filter(|b| matches!(b.role, Role::EndpointBinding(_)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn desired(text: &str) -> Desired {
+        Desired::new(&Topology::parse(Path::new("t.yaml"), text).unwrap(), "/")
+    }
+
+    #[test]
+    fn default_cascade_has_28_levels_56_bindings_and_a_delivery_exchange() {
+        let d = desired("");
+        assert_eq!(d.exchanges.len(), 29);
+        assert_eq!(d.queues.len(), 28);
+        assert_eq!(d.bindings.len(), 56);
+        assert_eq!(d.exchanges[0].name, "nsb.v2.delay-level-27");
+        assert_eq!(d.exchanges[28].name, "nsb.v2.delay-delivery");
+        assert!(d.exchanges.iter().all(|e| e.kind == "topic" && e.durable && !e.auto_delete && !e.internal && e.arguments.is_empty()));
+    }
+
+    #[test]
+    fn level_queue_arguments_are_exactly_the_v2_set() {
+        let d = desired("");
+        let q27 = &d.queues[0];
+        assert_eq!(q27.name, "nsb.v2.delay-level-27");
+        assert!(q27.durable && !q27.exclusive && !q27.auto_delete);
+        let expected = Arguments::from([
+            ("x-queue-type".into(), Value::Str("quorum".into())),
+            ("x-dead-letter-strategy".into(), Value::Str("at-least-once".into())),
+            ("x-overflow".into(), Value::Str("reject-publish".into())),
+            ("x-message-ttl".into(), Value::Int(134_217_728_000)),
+            ("x-dead-letter-exchange".into(), Value::Str("nsb.v2.delay-level-26".into())),
+        ]);
+        assert_eq!(q27.arguments, expected);
+        let q0 = &d.queues[27];
+        assert_eq!(q0.arguments["x-message-ttl"], Value::Int(1000));
+        assert_eq!(q0.arguments["x-dead-letter-exchange"], Value::Str("nsb.v2.delay-delivery".into()));
+    }
+
+    #[test]
+    fn binding_keys_follow_the_bit_positions() {
+        assert_eq!(level_binding_key(28, 27, 1), "1.#");
+        assert_eq!(level_binding_key(28, 27, 0), "0.#");
+        assert_eq!(level_binding_key(28, 0, 1), format!("{}1.#", "*.".repeat(27)));
+        let d = desired("");
+        let b = &d.bindings[54..];
+        assert_eq!((b[0].source.as_str(), b[0].destination.as_str()), ("nsb.v2.delay-level-00", "nsb.v2.delay-level-00"));
+        assert_eq!(b[1].destination, "nsb.v2.delay-delivery");
+        assert_eq!(b[1].destination_type, DestinationKind::Exchange);
+        assert_eq!(b[1].routing_key, format!("{}0.#", "*.".repeat(27)));
+        assert_eq!(d.bindings[1].destination, "nsb.v2.delay-level-26");
+    }
+
+    #[test]
+    fn delay_10_to_sales_starts_at_level_3() {
+        let route = desired("").route(10, "Sales").unwrap();
+        assert_eq!(route.exchange, "nsb.v2.delay-level-03");
+        assert_eq!(route.routing_key, "0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.1.0.Sales");
+        assert_eq!(desired("").route(0, "A").unwrap().exchange, "nsb.v2.delay-level-00");
+    }
+
+    #[test]
+    fn delays_beyond_the_cascade_have_no_route() {
+        let d = desired("");
+        assert!(d.route(max_delay_seconds(28), "A").is_some());
+        assert!(d.route(1 << 28, "A").is_none());
+    }
+
+    #[test]
+    fn routing_keys_parse_back_with_dotted_addresses() {
+        let key = routing_key(28, 268_435_455, "Big.Sales").unwrap();
+        assert_eq!(parse_routing_key(28, &key), Some((268_435_455, "Big.Sales")));
+        assert_eq!(parse_routing_key(28, "0.1.garbage"), None);
+    }
+
+    #[test]
+    fn endpoints_bind_by_kind() {
+        let d = desired("endpoints:\n  - address: Sales\n  - address: Billing\n    bind_to: exchange\n");
+        let endpoints: Vec<_> = d.endpoint_bindings().collect();
+        assert_eq!(endpoints[0].routing_key, "#.Sales");
+        assert_eq!(endpoints[0].destination_type, DestinationKind::Queue);
+        assert_eq!(endpoints[1].destination, "Billing");
+        assert_eq!(endpoints[1].destination_type, DestinationKind::Exchange);
+        assert_eq!(d.cascade_bindings().count(), 56);
+    }
+
+    #[test]
+    fn v1_cascade_uses_lazy_classic_queues() {
+        let d = desired(include_str!("../examples/nservicebus-v1.yaml"));
+        let q = &d.queues[0];
+        assert_eq!(q.name, "nsb.delay-level-27");
+        assert_eq!(
+            q.arguments.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["x-dead-letter-exchange", "x-message-ttl", "x-queue-mode"]
+        );
+        assert_eq!(d.delivery_exchange, "nsb.delay-delivery");
+    }
+}

@@ -1,0 +1,158 @@
+//! The command line (SPEC §3): clap definitions only.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "delaytopo",
+    version,
+    about = "Provision, verify and tear down the binary delay cascade on RabbitMQ",
+    long_about = "Provision, verify and tear down the binary delay cascade on RabbitMQ: \
+        topic exchanges and quorum queues chained by TTL and dead-lettering that give \
+        NServiceBus-style durable delayed delivery without a broker plugin.\n\n\
+        Exit codes: 0 done / matches, 1 drift, pending changes, conflict or refusal, \
+        2 bad input, 3 broker unusable."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Topology file.
+    #[arg(short = 'f', long = "topology", env = "DELAYTOPO_TOPOLOGY", default_value = "topology.yaml", global = true)]
+    pub topology: PathBuf,
+    /// AMQP URI; overrides broker.url. The vhost is its path.
+    #[arg(long, env = "DELAYTOPO_URL", value_name = "AMQP_URI", global = true)]
+    pub url: Option<String>,
+    /// Management API base URL; overrides broker.management_url.
+    #[arg(long, env = "DELAYTOPO_MANAGEMENT_URL", value_name = "URL", global = true)]
+    pub management_url: Option<String>,
+    /// Vhost to act on; repeat for several. Overrides the URL's vhost and broker.vhosts.
+    #[arg(long = "vhost", value_name = "VHOST", global = true)]
+    pub vhosts: Vec<String>,
+    /// How many vhosts are handled at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..), global = true)]
+    pub concurrency: u16,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text, global = true)]
+    pub output: Output,
+    /// No progress bars (they are also off when stderr is not a terminal).
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+    /// Seconds any broker operation may take before giving up with exit 3.
+    #[arg(long, env = "DELAYTOPO_TIMEOUT", default_value_t = 30.0, value_name = "SECONDS", global = true)]
+    pub timeout: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+    /// Prometheus textfile-collector format (verify only).
+    Prometheus,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create what is missing; idempotent; never deletes.
+    Install,
+    /// Compare broker and topology; read-only.
+    Verify(VerifyArgs),
+    /// Show what install would create and teardown would remove; read-only.
+    Plan,
+    /// Unbind and delete the cascade; keeps delayed messages safe.
+    Teardown(TeardownArgs),
+    /// Print the cascade as a RabbitMQ definitions document (no broker needed).
+    Render,
+    /// Send one delayed message through the cascade and time its arrival.
+    Probe(ProbeArgs),
+    /// Move delayed messages from another cascade (e.g. v1) into this one.
+    Migrate(MigrateArgs),
+    /// Move delayed messages from this broker's cascade to another broker.
+    Transfer(TransferArgs),
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TeardownArgs {
+    /// Remove the bindings only; keep exchanges, queues and messages.
+    #[arg(long, conflicts_with = "force")]
+    pub unbind_only: bool,
+    /// Delete even when level queues hold delayed messages (they are discarded).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Delay of the probe message, in seconds.
+    #[arg(long, default_value_t = 2)]
+    pub delay: u64,
+    /// How late the probe may arrive before it counts as failed, in seconds.
+    #[arg(long, default_value_t = 3.0)]
+    pub margin: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Treat warnings as failures (exit 1).
+    #[arg(long)]
+    pub strict: bool,
+    /// Also send a probe message through the cascade.
+    #[arg(long)]
+    pub probe: bool,
+    #[command(flatten)]
+    pub probe_args: ProbeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MoveArgs {
+    /// Count and classify messages without moving anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Queue for messages that cannot be moved, with the reason in a header.
+    #[arg(long, default_value = "delaytopo.poison")]
+    pub poison_queue: String,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Topology of the cascade to drain (the -f topology is the target).
+    #[arg(long, value_name = "PATH")]
+    pub from: PathBuf,
+    #[command(flatten)]
+    pub moving: MoveArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TransferArgs {
+    /// AMQP URI of the broker to move the messages to.
+    #[arg(long, value_name = "AMQP_URI")]
+    pub to_url: String,
+    /// Management API of the target broker.
+    #[arg(long, value_name = "URL")]
+    pub to_management_url: Option<String>,
+    #[command(flatten)]
+    pub moving: MoveArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

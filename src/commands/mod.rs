@@ -1,0 +1,34 @@
+//! One file per command, each a short script over the parts in the crate root.
+
+pub mod render;
+
+use anyhow::Result;
+use clap::CommandFactory;
+
+use crate::cli::{Cli, Command};
+use crate::context::Context;
+use crate::report::Outcome;
+
+/// Runs a parsed command line; `None` means the command printed its own output.
+pub fn run(cli: &Cli) -> Result<Option<Outcome>> {
+    if let Command::Completions { shell } = &cli.command {
+        let mut command = Cli::command();
+        clap_complete::generate(*shell, &mut command, "delaytopo", &mut std::io::stdout());
+        return Ok(None);
+    }
+    let context = Context::load(&cli.global)?;
+    if let Command::Render = &cli.command {
+        return render::run(&context).map(Some);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run_broker_command(&cli.command, &context)).map(Some)
+}
+
+async fn run_broker_command(command: &Command, _context: &Context) -> Result<Outcome> {
+    match command {
+        Command::Completions { .. } | Command::Render => unreachable!("handled without a broker"),
+        other => Err(crate::exit::bad_input(format!("{other:?} is not implemented yet"))),
+    }
+}

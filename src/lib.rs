@@ -1,0 +1,13 @@
+//! delaytopo as a library: the binary's parts, public so that integration
+//! tests and benchmarks reuse the same naming and routing-key code.
+
+pub mod cascade;
+pub mod cli;
+pub mod commands;
+pub mod context;
+pub mod exit;
+pub mod progress;
+pub mod report;
+pub mod target;
+pub mod topology;
+pub mod amqp;

@@ -1,0 +1,247 @@
+//! Where to connect: the AMQP URI and management URL for each vhost, from
+//! the topology file overridden by the command line. Passwords never leave
+//! this module unmasked except to the clients that need them.
+
+use std::time::Duration;
+
+use url::Url;
+
+use crate::exit::bad_input;
+use crate::topology::Topology;
+
+const MANAGEMENT_PORT: u16 = 15672;
+
+/// One vhost on one broker.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// AMQP URI whose path is this target's vhost.
+    pub amqp: Url,
+    /// Management API base, without credentials.
+    pub management: Url,
+    pub vhost: String,
+    pub username: String,
+    pub password: String,
+    pub timeout: Duration,
+}
+
+impl Target {
+    /// The full AMQP URI, password included: only for the AMQP client.
+    pub fn amqp_uri(&self) -> &str {
+        self.amqp.as_str()
+    }
+
+    /// The AMQP URI as it may be shown to people.
+    pub fn amqp_display(&self) -> String {
+        mask(self.amqp.as_str())
+    }
+
+    pub fn management_display(&self) -> String {
+        mask(self.management.as_str())
+    }
+
+    /// A copy of this target for another vhost on the same broker.
+    pub fn with_vhost(&self, vhost: &str) -> Target {
+        let mut target = self.clone();
+        target.amqp.set_path(&format!("/{}", encode_vhost(vhost)));
+        target.vhost = vhost.to_string();
+        target
+    }
+}
+
+/// Percent-encodes a vhost for a URL path segment ("/" becomes "%2F").
+pub fn encode_vhost(vhost: &str) -> String {
+    percent_encoding::utf8_percent_encode(vhost, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// Replaces the password of any URL-looking string with `****`.
+pub fn mask(text: &str) -> String {
+    match Url::parse(text) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("****"));
+            url.to_string()
+        }
+        _ => text.to_string(),
+    }
+}
+
+/// Replaces every occurrence of `secret` in `text` (for error messages from clients).
+pub fn scrub(text: &str, secret: &str) -> String {
+    if secret.is_empty() {
+        text.to_string()
+    } else {
+        text.replace(secret, "****")
+    }
+}
+
+pub struct Overrides<'a> {
+    pub url: Option<&'a str>,
+    pub management_url: Option<&'a str>,
+    pub vhosts: &'a [String],
+    pub timeout_seconds: f64,
+}
+
+/// The targets a command acts on: one per vhost, in the order given.
+pub fn resolve(topology: &Topology, overrides: &Overrides<'_>) -> anyhow::Result<Vec<Target>> {
+    let (raw_url, origin) = match overrides.url {
+        Some(url) => (url, "--url"),
+        None => (topology.broker.url.as_str(), "broker.url"),
+    };
+    let amqp = Url::parse(raw_url)
+        .map_err(|e| bad_input(format!("{origin}: `{}` is not a URL: {e}", mask(raw_url))))?;
+    if !matches!(amqp.scheme(), "amqp" | "amqps") {
+        return Err(bad_input(format!(
+            "{origin}: `{}` must start with amqp:// or amqps://",
+            mask(raw_url)
+        )));
+    }
+    let host = amqp
+        .host_str()
+        .ok_or_else(|| bad_input(format!("{origin}: `{}` has no host", mask(raw_url))))?;
+    let username = decode(amqp.username()).unwrap_or_else(|| "guest".to_string());
+    let username = if username.is_empty() { "guest".to_string() } else { username };
+    let password = amqp.password().and_then(decode).unwrap_or_else(|| "guest".to_string());
+    let url_vhost = vhost_of(&amqp);
+
+    let management = match overrides
+        .management_url
+        .map(|u| (u, "--management-url"))
+        .or(topology.broker.management_url.as_deref().map(|u| (u, "broker.management_url")))
+    {
+        Some((raw, origin)) => {
+            let url = Url::parse(raw)
+                .map_err(|e| bad_input(format!("{origin}: `{}` is not a URL: {e}", mask(raw))))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(bad_input(format!(
+                    "{origin}: `{}` must start with http:// or https://",
+                    mask(raw)
+                )));
+            }
+            url
+        }
+        None => Url::parse(&format!("http://{host}:{MANAGEMENT_PORT}/"))
+            .map_err(|e| bad_input(format!("{origin}: cannot derive the management URL: {e}")))?,
+    };
+    // Credentials in the management URL win for the management API.
+    let (username, password) = if management.username().is_empty() {
+        (username, password)
+    } else {
+        (
+            decode(management.username()).unwrap_or_default(),
+            management.password().and_then(decode).unwrap_or_default(),
+        )
+    };
+    let mut management = management;
+    let _ = management.set_username("");
+    let _ = management.set_password(None);
+
+    if !(overrides.timeout_seconds.is_finite() && overrides.timeout_seconds > 0.0) {
+        return Err(bad_input(format!(
+            "--timeout: must be a positive number of seconds, got {}",
+            overrides.timeout_seconds
+        )));
+    }
+    let timeout = Duration::from_secs_f64(overrides.timeout_seconds);
+
+    let base = Target {
+        amqp,
+        management,
+        vhost: url_vhost.clone(),
+        username,
+        password,
+        timeout,
+    };
+    let vhosts: Vec<String> = if !overrides.vhosts.is_empty() {
+        overrides.vhosts.to_vec()
+    } else if let Some(vhosts) = &topology.broker.vhosts {
+        vhosts.clone()
+    } else {
+        vec![url_vhost]
+    };
+    if let Some(empty) = vhosts.iter().position(|v| v.is_empty()) {
+        return Err(bad_input(format!("vhost #{} is empty", empty + 1)));
+    }
+    Ok(vhosts.iter().map(|v| base.with_vhost(v)).collect())
+}
+
+/// The vhost an AMQP URI names: its path without the leading slash,
+/// percent-decoded; "/" when the path is empty.
+fn vhost_of(url: &Url) -> String {
+    let path = url.path().strip_prefix('/').unwrap_or(url.path());
+    if path.is_empty() {
+        "/".to_string()
+    } else {
+        decode(path).unwrap_or_else(|| path.to_string())
+    }
+}
+
+fn decode(text: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn topology() -> Topology {
+        Topology::parse(Path::new("t.yaml"), "").unwrap()
+    }
+
+    fn resolve_with(url: Option<&str>, management: Option<&str>, vhosts: &[String]) -> anyhow::Result<Vec<Target>> {
+        resolve(
+            &topology(),
+            &Overrides {
+                url,
+                management_url: management,
+                vhosts,
+                timeout_seconds: 30.0,
+            },
+        )
+    }
+
+    #[test]
+    fn defaults_point_at_the_local_broker() {
+        let t = &resolve_with(None, None, &[]).unwrap()[0];
+        assert_eq!(t.vhost, "/");
+        assert_eq!(t.management.as_str(), "http://localhost:15672/");
+        assert_eq!((t.username.as_str(), t.password.as_str()), ("guest", "guest"));
+    }
+
+    #[test]
+    fn the_vhost_is_the_url_path() {
+        let t = &resolve_with(Some("amqp://u:p%40ss@rabbit:5673/sales%2Feu"), None, &[]).unwrap()[0];
+        assert_eq!(t.vhost, "sales/eu");
+        assert_eq!(t.password, "p@ss");
+        assert_eq!(t.management.as_str(), "http://rabbit:15672/");
+        let t = &resolve_with(Some("amqp://rabbit"), None, &[]).unwrap()[0];
+        assert_eq!(t.vhost, "/");
+    }
+
+    #[test]
+    fn repeated_vhosts_make_one_target_each() {
+        let vhosts = vec!["a".to_string(), "/".to_string()];
+        let ts = resolve_with(None, None, &vhosts).unwrap();
+        assert_eq!(ts.len(), 2);
+        assert_eq!(ts[1].amqp.path(), "/%2F");
+        assert_eq!(ts[0].vhost, "a");
+    }
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(mask("amqp://u:secret@h/v"), "amqp://u:****@h/v");
+        let err = resolve_with(Some("http://u:secret@h/"), None, &[]).unwrap_err().to_string();
+        assert!(!err.contains("secret") && err.contains("--url"), "{err}");
+        let t = &resolve_with(Some("amqp://u:secret@h/"), None, &[]).unwrap()[0];
+        assert!(!t.amqp_display().contains("secret"));
+    }
+
+    #[test]
+    fn management_credentials_win_and_are_not_kept_in_the_url() {
+        let t = &resolve_with(None, Some("https://admin:pw@mgmt:443/"), &[]).unwrap()[0];
+        assert_eq!((t.username.as_str(), t.password.as_str()), ("admin", "pw"));
+        assert_eq!(t.management.as_str(), "https://mgmt/");
+    }
+}

@@ -1,0 +1,502 @@
+//! The topology file (SPEC §2): its serde shape and its validation.
+//!
+//! Everything a user can get wrong is caught here, before any connection, and
+//! reported as `file:line:column: what is wrong`. Field-level checks run inside
+//! `Deserialize` so that serde_yaml attaches the exact position; checks that
+//! span several fields run afterwards and locate the offending key in the text.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
+
+/// The deepest cascade RabbitMQ accepts: 2^28 s is the largest TTL seen accepted.
+pub const MAX_LEVELS: u8 = 28;
+/// RabbitMQ's limit on exchange and queue names (a short string).
+const MAX_NAME_BYTES: usize = 255;
+
+/// A validated topology: what every command starts from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Topology {
+    pub broker: BrokerSection,
+    pub cascade: CascadeSection,
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerSection {
+    /// AMQP URI; its path is the vhost.
+    pub url: String,
+    /// Management API base URL; derived from `url` when absent.
+    pub management_url: Option<String>,
+    /// Vhosts to manage in one run; the URL's own vhost when absent.
+    pub vhosts: Option<Vec<String>>,
+}
+
+impl Default for BrokerSection {
+    fn default() -> Self {
+        BrokerSection {
+            url: "amqp://guest:guest@localhost:5672/%2f".to_string(),
+            management_url: None,
+            vhosts: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CascadeSection {
+    pub levels: Levels,
+    pub level_name: LevelName,
+    pub delivery_exchange: EntityName,
+    pub queue_type: QueueType,
+    pub queue_arguments: QueueArguments,
+}
+
+impl Default for CascadeSection {
+    fn default() -> Self {
+        CascadeSection {
+            levels: Levels(MAX_LEVELS),
+            level_name: LevelName("nsb.v2.delay-level-{level:02}".to_string()),
+            delivery_exchange: EntityName("nsb.v2.delay-delivery".to_string()),
+            queue_type: QueueType::Quorum,
+            queue_arguments: QueueArguments::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    pub address: EntityName,
+    #[serde(default)]
+    pub bind_to: BindTo,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    #[default]
+    Quorum,
+    Classic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BindTo {
+    #[default]
+    Queue,
+    Exchange,
+}
+
+/// Number of cascade levels, 1..=28.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Levels(pub u8);
+
+impl<'de> Deserialize<'de> for Levels {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        if !(1..=i64::from(MAX_LEVELS)).contains(&n) {
+            return Err(de::Error::custom(format!(
+                "levels must be between 1 and {MAX_LEVELS}, got {n} \
+                 (RabbitMQ refuses the TTL a deeper level needs)"
+            )));
+        }
+        Ok(Levels(n as u8))
+    }
+}
+
+/// A queue or exchange name RabbitMQ would accept for a user entity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EntityName(pub String);
+
+impl EntityName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EntityName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why RabbitMQ would refuse `name` as a user-declared entity, if it would.
+pub fn name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        Some("name is empty".to_string())
+    } else if name.len() > MAX_NAME_BYTES {
+        Some(format!(
+            "name is {} bytes long; RabbitMQ allows at most {MAX_NAME_BYTES}",
+            name.len()
+        ))
+    } else if name.starts_with("amq.") {
+        Some(format!(
+            "name `{name}` uses the prefix `amq.`, which RabbitMQ reserves"
+        ))
+    } else {
+        None
+    }
+}
+
+impl<'de> Deserialize<'de> for EntityName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        match name_problem(&name) {
+            Some(problem) => Err(de::Error::custom(problem)),
+            None => Ok(EntityName(name)),
+        }
+    }
+}
+
+/// The level-name template: `{level}` or `{level:02}` is replaced by the level number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LevelName(pub String);
+
+impl LevelName {
+    pub fn render(&self, level: u8) -> String {
+        self.0
+            .replace("{level:02}", &format!("{level:02}"))
+            .replace("{level}", &level.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for LevelName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let template = String::deserialize(d)?;
+        if !template.contains("{level}") && !template.contains("{level:02}") {
+            return Err(de::Error::custom(format!(
+                "level_name `{template}` must contain {{level}} or {{level:02}}"
+            )));
+        }
+        let sample = LevelName(template.clone()).render(MAX_LEVELS - 1);
+        if let Some(problem) = name_problem(&sample) {
+            return Err(de::Error::custom(format!("level_name renders `{sample}`: {problem}")));
+        }
+        Ok(LevelName(template))
+    }
+}
+
+/// A queue-argument value as the broker stores it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ArgValue {
+    Bool(bool),
+    Int(i64),
+    Str(String),
+}
+
+impl fmt::Display for ArgValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ArgValue::Bool(b) => write!(f, "{b}"),
+            ArgValue::Int(i) => write!(f, "{i}"),
+            ArgValue::Str(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+/// Queue arguments added to every level queue. The cascade's own arguments
+/// (type, TTL, dead-letter exchange) are computed and may not be set here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueArguments(pub BTreeMap<String, ArgValue>);
+
+/// Arguments delaytopo computes itself; a file that sets them would break the chain.
+pub const COMPUTED_ARGUMENTS: [&str; 3] = ["x-queue-type", "x-message-ttl", "x-dead-letter-exchange"];
+
+impl Default for QueueArguments {
+    fn default() -> Self {
+        QueueArguments(BTreeMap::from([
+            (
+                "x-dead-letter-strategy".to_string(),
+                ArgValue::Str("at-least-once".to_string()),
+            ),
+            (
+                "x-overflow".to_string(),
+                ArgValue::Str("reject-publish".to_string()),
+            ),
+        ]))
+    }
+}
+
+impl<'de> Deserialize<'de> for QueueArguments {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = Option::<BTreeMap<String, ArgValue>>::deserialize(d)?.unwrap_or_default();
+        if let Some(key) = map.keys().find(|k| COMPUTED_ARGUMENTS.contains(&k.as_str())) {
+            return Err(de::Error::custom(format!(
+                "queue_arguments may not set `{key}`: delaytopo computes it for each level \
+                 (use queue_type, levels and delivery_exchange)"
+            )));
+        }
+        Ok(QueueArguments(map))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTopology {
+    broker: BrokerSection,
+    cascade: CascadeSection,
+    endpoints: Option<Vec<Endpoint>>,
+}
+
+/// A topology file that could not be used; displayed as `file:line:column: problem`.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.located())]
+pub struct TopologyError {
+    pub path: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl TopologyError {
+    /// `file:line:column: message`, or `file: message` when no position applies.
+    fn located(&self) -> String {
+        if self.line == 0 {
+            format!("{}: {}", self.path.display(), self.message)
+        } else {
+            format!("{}:{}:{}: {}", self.path.display(), self.line, self.column, self.message)
+        }
+    }
+}
+
+impl Topology {
+    /// Reads and validates a topology file.
+    pub fn load(path: &Path) -> Result<Topology, TopologyError> {
+        let text = std::fs::read_to_string(path).map_err(|e| TopologyError {
+            path: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the topology file: {e}"),
+        })?;
+        Topology::parse(path, &text)
+    }
+
+    /// Parses and validates topology text; `path` only names it in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Topology, TopologyError> {
+        let raw: Option<RawTopology> = serde_yaml::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+            TopologyError {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: strip_location(&e.to_string()),
+            }
+        })?;
+        let raw = raw.unwrap_or_default();
+        let topology = Topology {
+            broker: raw.broker,
+            cascade: raw.cascade,
+            endpoints: raw.endpoints.unwrap_or_default(),
+        };
+        topology.check_across_fields().map_err(|(key, value, message)| {
+            let (line, column) = locate_key(text, key, value);
+            TopologyError {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message,
+            }
+        })?;
+        Ok(topology)
+    }
+
+    /// Level `level`'s exchange and queue name.
+    pub fn level_name(&self, level: u8) -> String {
+        self.cascade.level_name.render(level)
+    }
+
+    /// Checks that span fields. On failure: the key (and value, if it helps
+    /// find the right line) to point at, and the message.
+    fn check_across_fields(&self) -> Result<(), (&'static str, Option<String>, String)> {
+        let cascade = &self.cascade;
+        let mut seen: BTreeMap<String, u8> = BTreeMap::new();
+        for level in 0..cascade.levels.0 {
+            let name = self.level_name(level);
+            if let Some(other) = seen.insert(name.clone(), level) {
+                return Err((
+                    "level_name",
+                    None,
+                    format!("level_name gives levels {other} and {level} the same name `{name}`"),
+                ));
+            }
+        }
+        let delivery = cascade.delivery_exchange.as_str();
+        if let Some(level) = seen.get(delivery) {
+            return Err((
+                "delivery_exchange",
+                None,
+                format!("delivery_exchange `{delivery}` is also the name of level {level}"),
+            ));
+        }
+        let mut addresses: BTreeMap<&str, usize> = BTreeMap::new();
+        for (index, endpoint) in self.endpoints.iter().enumerate() {
+            let address = endpoint.address.as_str();
+            if let Some(first) = addresses.insert(address, index) {
+                return Err((
+                    "address",
+                    Some(address.to_string()),
+                    format!(
+                        "endpoints[{index}]: address `{address}` is already listed as endpoints[{first}]"
+                    ),
+                ));
+            }
+            if seen.contains_key(address) || address == delivery {
+                return Err((
+                    "address",
+                    Some(address.to_string()),
+                    format!(
+                        "endpoints[{index}]: address `{address}` is the name of a cascade entity"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// serde_yaml appends " at line L column C"; we print the position up front instead.
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// Finds `key:` (optionally with `value`) in block-style YAML: the last
+/// occurrence when a value is given, since duplicates are reported on the
+/// second one. Falls back to 1:1 for flow-style files.
+fn locate_key(text: &str, key: &str, value: Option<String>) -> (usize, usize) {
+    let mut found = None;
+    for (index, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start().trim_start_matches("- ");
+        let Some(rest) = trimmed.strip_prefix(key).and_then(|r| r.strip_prefix(':')) else {
+            continue;
+        };
+        let column = line.len() - trimmed.len() + 1;
+        let matches_value = value.as_deref().is_none_or(|wanted| {
+            let rest = rest.split(" #").next().unwrap_or("").trim();
+            rest.trim_matches(|c| c == '"' || c == '\'') == wanted
+        });
+        if matches_value {
+            found = Some((index + 1, column));
+            if value.is_none() {
+                break;
+            }
+        }
+    }
+    found.unwrap_or((1, 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Topology, TopologyError> {
+        Topology::parse(Path::new("t.yaml"), text)
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn an_empty_file_means_nservicebus_v2_defaults() {
+        let topology = parse("").unwrap();
+        assert_eq!(topology.cascade, CascadeSection::default());
+        assert_eq!(topology.level_name(5), "nsb.v2.delay-level-05");
+        assert_eq!(topology.cascade.delivery_exchange.as_str(), "nsb.v2.delay-delivery");
+        assert!(topology.endpoints.is_empty());
+        assert_eq!(parse("# nothing\n").unwrap(), topology);
+    }
+
+    #[test]
+    fn the_repository_topology_is_the_default() {
+        let text = include_str!("../topology.yaml");
+        let topology = parse(text).unwrap();
+        assert_eq!(topology.cascade, CascadeSection::default());
+        assert_eq!(topology.broker, BrokerSection::default());
+    }
+
+    #[test]
+    fn malformed_yaml_is_located() {
+        assert!(error("cascade: [\n").starts_with("t.yaml:"), "{}", error("cascade: [\n"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_at_any_depth() {
+        assert_eq!(error("cascde: {}\n").split(": ").next(), Some("t.yaml:1:1"));
+        let e = error("cascade:\n  levles: 3\n");
+        assert!(e.starts_with("t.yaml:2:3: cascade: unknown field `levles`"), "{e}");
+        let e = error("endpoints:\n  - address: Sales\n    bindto: queue\n");
+        assert!(e.starts_with("t.yaml:3:5: endpoints[0]: unknown field `bindto`"), "{e}");
+    }
+
+    #[test]
+    fn levels_outside_range_are_refused() {
+        let e = error("cascade:\n  levels: 29\n");
+        assert!(e.starts_with("t.yaml:2:") && e.contains("levels must be between 1 and 28, got 29"), "{e}");
+        assert!(error("cascade:\n  levels: 0\n").contains("got 0"));
+        assert_eq!(parse("cascade:\n  levels: 1\n").unwrap().cascade.levels, Levels(1));
+    }
+
+    #[test]
+    fn level_name_needs_the_placeholder() {
+        let e = error("cascade:\n  level_name: fixed\n");
+        assert!(e.contains("t.yaml:2:3") && e.contains("must contain {level}"), "{e}");
+        let t = parse("cascade:\n  level_name: \"d{level}\"\n").unwrap();
+        assert_eq!(t.level_name(7), "d7");
+    }
+
+    #[test]
+    fn names_rabbitmq_refuses_are_refused() {
+        assert!(error("cascade:\n  delivery_exchange: \"\"\n").contains("name is empty"));
+        assert!(error("cascade:\n  delivery_exchange: amq.delay\n").contains("reserves"));
+        let long = "x".repeat(256);
+        assert!(error(&format!("cascade:\n  delivery_exchange: {long}\n")).contains("at most 255"));
+        assert!(error("cascade:\n  level_name: \"amq.{level}\"\n").contains("reserves"));
+        assert!(error("endpoints:\n  - address: \"\"\n").contains("t.yaml:2:5"));
+    }
+
+    #[test]
+    fn duplicate_endpoints_are_refused_on_the_second_line() {
+        let e = error("endpoints:\n  - address: A\n  - address: B\n  - address: A\n");
+        assert!(e.starts_with("t.yaml:4:5: endpoints[2]: address `A` is already listed"), "{e}");
+    }
+
+    #[test]
+    fn colliding_names_are_refused() {
+        let e = error("cascade:\n  levels: 3\n  level_name: \"x{level}\"\n  delivery_exchange: x2\n");
+        assert!(e.starts_with("t.yaml:4:3: delivery_exchange `x2` is also the name of level 2"), "{e}");
+        let e = error("cascade:\n  level_name: \"x{level}\"\nendpoints:\n  - address: x3\n");
+        assert!(e.starts_with("t.yaml:4:5: endpoints[0]: address `x3` is the name of a cascade entity"), "{e}");
+    }
+
+    #[test]
+    fn bind_to_and_queue_type_are_closed_sets() {
+        let e = error("endpoints:\n  - address: A\n    bind_to: topic\n");
+        assert!(e.starts_with("t.yaml:3:") && e.contains("unknown variant `topic`"), "{e}");
+        let e = error("cascade:\n  queue_type: stream\n");
+        assert!(e.starts_with("t.yaml:2:") && e.contains("unknown variant `stream`"), "{e}");
+    }
+
+    #[test]
+    fn computed_arguments_cannot_be_overridden() {
+        let e = error("cascade:\n  queue_arguments:\n    x-message-ttl: 5\n");
+        assert!(e.contains("may not set `x-message-ttl`"), "{e}");
+    }
+
+    #[test]
+    fn queue_arguments_replace_the_defaults() {
+        let t = parse("cascade:\n  queue_type: classic\n  queue_arguments:\n    x-queue-mode: lazy\n").unwrap();
+        assert_eq!(
+            t.cascade.queue_arguments.0,
+            BTreeMap::from([("x-queue-mode".to_string(), ArgValue::Str("lazy".to_string()))])
+        );
+    }
+}
