@@ -137,7 +137,11 @@ pub fn routing_key(levels: u8, delay_seconds: u64, address: &str) -> Option<Stri
     }
     let mut key = String::with_capacity(usize::from(levels) * 2 + address.len());
     for bit in (0..levels).rev() {
-        key.push(if delay_seconds >> bit & 1 == 1 { '1' } else { '0' });
+        key.push(if delay_seconds >> bit & 1 == 1 {
+            '1'
+        } else {
+            '0'
+        });
         key.push('.');
     }
     key.push_str(address);
@@ -309,7 +313,11 @@ mod tests {
         assert_eq!(d.bindings.len(), 56);
         assert_eq!(d.exchanges[0].name, "nsb.v2.delay-level-27");
         assert_eq!(d.exchanges[28].name, "nsb.v2.delay-delivery");
-        assert!(d.exchanges.iter().all(|e| e.kind == "topic" && e.durable && !e.auto_delete && !e.internal && e.arguments.is_empty()));
+        assert!(d.exchanges.iter().all(|e| e.kind == "topic"
+            && e.durable
+            && !e.auto_delete
+            && !e.internal
+            && e.arguments.is_empty()));
     }
 
     #[test]
@@ -320,25 +328,40 @@ mod tests {
         assert!(q27.durable && !q27.exclusive && !q27.auto_delete);
         let expected = Arguments::from([
             ("x-queue-type".into(), Value::Str("quorum".into())),
-            ("x-dead-letter-strategy".into(), Value::Str("at-least-once".into())),
+            (
+                "x-dead-letter-strategy".into(),
+                Value::Str("at-least-once".into()),
+            ),
             ("x-overflow".into(), Value::Str("reject-publish".into())),
             ("x-message-ttl".into(), Value::Int(134_217_728_000)),
-            ("x-dead-letter-exchange".into(), Value::Str("nsb.v2.delay-level-26".into())),
+            (
+                "x-dead-letter-exchange".into(),
+                Value::Str("nsb.v2.delay-level-26".into()),
+            ),
         ]);
         assert_eq!(q27.arguments, expected);
         let q0 = &d.queues[27];
         assert_eq!(q0.arguments["x-message-ttl"], Value::Int(1000));
-        assert_eq!(q0.arguments["x-dead-letter-exchange"], Value::Str("nsb.v2.delay-delivery".into()));
+        assert_eq!(
+            q0.arguments["x-dead-letter-exchange"],
+            Value::Str("nsb.v2.delay-delivery".into())
+        );
     }
 
     #[test]
     fn binding_keys_follow_the_bit_positions() {
         assert_eq!(level_binding_key(28, 27, 1), "1.#");
         assert_eq!(level_binding_key(28, 27, 0), "0.#");
-        assert_eq!(level_binding_key(28, 0, 1), format!("{}1.#", "*.".repeat(27)));
+        assert_eq!(
+            level_binding_key(28, 0, 1),
+            format!("{}1.#", "*.".repeat(27))
+        );
         let d = desired("");
         let b = &d.bindings[54..];
-        assert_eq!((b[0].source.as_str(), b[0].destination.as_str()), ("nsb.v2.delay-level-00", "nsb.v2.delay-level-00"));
+        assert_eq!(
+            (b[0].source.as_str(), b[0].destination.as_str()),
+            ("nsb.v2.delay-level-00", "nsb.v2.delay-level-00")
+        );
         assert_eq!(b[1].destination, "nsb.v2.delay-delivery");
         assert_eq!(b[1].destination_type, DestinationKind::Exchange);
         assert_eq!(b[1].routing_key, format!("{}0.#", "*.".repeat(27)));
@@ -349,8 +372,14 @@ mod tests {
     fn delay_10_to_sales_starts_at_level_3() {
         let route = desired("").route(10, "Sales").unwrap();
         assert_eq!(route.exchange, "nsb.v2.delay-level-03");
-        assert_eq!(route.routing_key, "0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.1.0.Sales");
-        assert_eq!(desired("").route(0, "A").unwrap().exchange, "nsb.v2.delay-level-00");
+        assert_eq!(
+            route.routing_key,
+            "0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.1.0.Sales"
+        );
+        assert_eq!(
+            desired("").route(0, "A").unwrap().exchange,
+            "nsb.v2.delay-level-00"
+        );
     }
 
     #[test]
@@ -363,13 +392,18 @@ mod tests {
     #[test]
     fn routing_keys_parse_back_with_dotted_addresses() {
         let key = routing_key(28, 268_435_455, "Big.Sales").unwrap();
-        assert_eq!(parse_routing_key(28, &key), Some((268_435_455, "Big.Sales")));
+        assert_eq!(
+            parse_routing_key(28, &key),
+            Some((268_435_455, "Big.Sales"))
+        );
         assert_eq!(parse_routing_key(28, "0.1.garbage"), None);
     }
 
     #[test]
     fn endpoints_bind_by_kind() {
-        let d = desired("endpoints:\n  - address: Sales\n  - address: Billing\n    bind_to: exchange\n");
+        let d = desired(
+            "endpoints:\n  - address: Sales\n  - address: Billing\n    bind_to: exchange\n",
+        );
         let endpoints: Vec<_> = d.endpoint_bindings().collect();
         assert_eq!(endpoints[0].routing_key, "#.Sales");
         assert_eq!(endpoints[0].destination_type, DestinationKind::Queue);

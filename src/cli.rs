@@ -25,13 +25,24 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// Topology file.
-    #[arg(short = 'f', long = "topology", env = "DELAYTOPO_TOPOLOGY", default_value = "topology.yaml", global = true)]
+    #[arg(
+        short = 'f',
+        long = "topology",
+        env = "DELAYTOPO_TOPOLOGY",
+        default_value = "topology.yaml",
+        global = true
+    )]
     pub topology: PathBuf,
     /// AMQP URI; overrides broker.url. The vhost is its path.
     #[arg(long, env = "DELAYTOPO_URL", value_name = "AMQP_URI", global = true)]
     pub url: Option<String>,
     /// Management API base URL; overrides broker.management_url.
-    #[arg(long, env = "DELAYTOPO_MANAGEMENT_URL", value_name = "URL", global = true)]
+    #[arg(
+        long,
+        env = "DELAYTOPO_MANAGEMENT_URL",
+        value_name = "URL",
+        global = true
+    )]
     pub management_url: Option<String>,
     /// Vhost to act on; repeat for several. Overrides the URL's vhost and broker.vhosts.
     #[arg(long = "vhost", value_name = "VHOST", global = true)]
@@ -46,7 +57,13 @@ pub struct Global {
     #[arg(long, global = true)]
     pub no_progress: bool,
     /// Seconds any broker operation may take before giving up with exit 3.
-    #[arg(long, env = "DELAYTOPO_TIMEOUT", default_value_t = 30.0, value_name = "SECONDS", global = true)]
+    #[arg(
+        long,
+        env = "DELAYTOPO_TIMEOUT",
+        default_value_t = 30.0,
+        value_name = "SECONDS",
+        global = true
+    )]
     pub timeout: f64,
 }
 

@@ -4,8 +4,6 @@
 //! `ok`) and an error otherwise; the error's kind, found anywhere in its
 //! chain, picks 2 (bad input) or 3 (broker unusable).
 
-use std::process::ExitCode;
-
 use crate::topology::TopologyError;
 
 pub const OK: u8 = 0;
@@ -59,10 +57,6 @@ pub fn code_for(error: &anyhow::Error) -> u8 {
     }
     // Anything unclassified comes from talking to the broker.
     BROKER_UNUSABLE
-}
-
-pub fn from_ok(ok: bool) -> ExitCode {
-    ExitCode::from(if ok { OK } else { NOT_OK })
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! delaytopo as a library: the binary's parts, public so that integration
 //! tests and benchmarks reuse the same naming and routing-key code.
 
+pub mod amqp;
 pub mod cascade;
 pub mod cli;
 pub mod commands;
@@ -10,4 +11,3 @@ pub mod progress;
 pub mod report;
 pub mod target;
 pub mod topology;
-pub mod amqp;

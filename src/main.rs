@@ -13,13 +13,15 @@ fn main() -> ExitCode {
     match commands::run(&cli) {
         Ok(None) => ExitCode::SUCCESS,
         Ok(Some(outcome)) => {
-            let ok = outcome.ok;
+            let code = outcome
+                .code
+                .unwrap_or(if outcome.ok { exit::OK } else { exit::NOT_OK });
             match outcome.print(output) {
                 Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
                     eprintln!("error: writing output: {e}");
                     ExitCode::from(exit::BROKER_UNUSABLE)
                 }
-                _ => exit::from_ok(ok),
+                _ => ExitCode::from(code),
             }
         }
         Err(error) => {

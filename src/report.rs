@@ -14,11 +14,18 @@ pub struct Outcome {
     pub text: String,
     /// Machine-readable result (JSON mode); `ok` is added by `print`.
     pub json: Value,
+    /// Exit code when it is not simply 0/1 by `ok` (several vhosts, some failed).
+    pub code: Option<u8>,
 }
 
 impl Outcome {
     pub fn new(ok: bool, text: String, json: Value) -> Outcome {
-        Outcome { ok, text, json }
+        Outcome {
+            ok,
+            text,
+            json,
+            code: None,
+        }
     }
 
     /// Writes the outcome to stdout in the chosen format.

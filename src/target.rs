@@ -98,14 +98,25 @@ pub fn resolve(topology: &Topology, overrides: &Overrides<'_>) -> anyhow::Result
         .host_str()
         .ok_or_else(|| bad_input(format!("{origin}: `{}` has no host", mask(raw_url))))?;
     let username = decode(amqp.username()).unwrap_or_else(|| "guest".to_string());
-    let username = if username.is_empty() { "guest".to_string() } else { username };
-    let password = amqp.password().and_then(decode).unwrap_or_else(|| "guest".to_string());
+    let username = if username.is_empty() {
+        "guest".to_string()
+    } else {
+        username
+    };
+    let password = amqp
+        .password()
+        .and_then(decode)
+        .unwrap_or_else(|| "guest".to_string());
     let url_vhost = vhost_of(&amqp);
 
     let management = match overrides
         .management_url
         .map(|u| (u, "--management-url"))
-        .or(topology.broker.management_url.as_deref().map(|u| (u, "broker.management_url")))
+        .or(topology
+            .broker
+            .management_url
+            .as_deref()
+            .map(|u| (u, "broker.management_url")))
     {
         Some((raw, origin)) => {
             let url = Url::parse(raw)
@@ -190,7 +201,11 @@ mod tests {
         Topology::parse(Path::new("t.yaml"), "").unwrap()
     }
 
-    fn resolve_with(url: Option<&str>, management: Option<&str>, vhosts: &[String]) -> anyhow::Result<Vec<Target>> {
+    fn resolve_with(
+        url: Option<&str>,
+        management: Option<&str>,
+        vhosts: &[String],
+    ) -> anyhow::Result<Vec<Target>> {
         resolve(
             &topology(),
             &Overrides {
@@ -207,12 +222,16 @@ mod tests {
         let t = &resolve_with(None, None, &[]).unwrap()[0];
         assert_eq!(t.vhost, "/");
         assert_eq!(t.management.as_str(), "http://localhost:15672/");
-        assert_eq!((t.username.as_str(), t.password.as_str()), ("guest", "guest"));
+        assert_eq!(
+            (t.username.as_str(), t.password.as_str()),
+            ("guest", "guest")
+        );
     }
 
     #[test]
     fn the_vhost_is_the_url_path() {
-        let t = &resolve_with(Some("amqp://u:p%40ss@rabbit:5673/sales%2Feu"), None, &[]).unwrap()[0];
+        let t =
+            &resolve_with(Some("amqp://u:p%40ss@rabbit:5673/sales%2Feu"), None, &[]).unwrap()[0];
         assert_eq!(t.vhost, "sales/eu");
         assert_eq!(t.password, "p@ss");
         assert_eq!(t.management.as_str(), "http://rabbit:15672/");
@@ -232,7 +251,9 @@ mod tests {
     #[test]
     fn passwords_are_masked() {
         assert_eq!(mask("amqp://u:secret@h/v"), "amqp://u:****@h/v");
-        let err = resolve_with(Some("http://u:secret@h/"), None, &[]).unwrap_err().to_string();
+        let err = resolve_with(Some("http://u:secret@h/"), None, &[])
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("secret") && err.contains("--url"), "{err}");
         let t = &resolve_with(Some("amqp://u:secret@h/"), None, &[]).unwrap()[0];
         assert!(!t.amqp_display().contains("secret"));

@@ -175,7 +175,9 @@ impl<'de> Deserialize<'de> for LevelName {
         }
         let sample = LevelName(template.clone()).render(MAX_LEVELS - 1);
         if let Some(problem) = name_problem(&sample) {
-            return Err(de::Error::custom(format!("level_name renders `{sample}`: {problem}")));
+            return Err(de::Error::custom(format!(
+                "level_name renders `{sample}`: {problem}"
+            )));
         }
         Ok(LevelName(template))
     }
@@ -206,7 +208,8 @@ impl fmt::Display for ArgValue {
 pub struct QueueArguments(pub BTreeMap<String, ArgValue>);
 
 /// Arguments delaytopo computes itself; a file that sets them would break the chain.
-pub const COMPUTED_ARGUMENTS: [&str; 3] = ["x-queue-type", "x-message-ttl", "x-dead-letter-exchange"];
+pub const COMPUTED_ARGUMENTS: [&str; 3] =
+    ["x-queue-type", "x-message-ttl", "x-dead-letter-exchange"];
 
 impl Default for QueueArguments {
     fn default() -> Self {
@@ -226,7 +229,10 @@ impl Default for QueueArguments {
 impl<'de> Deserialize<'de> for QueueArguments {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let map = Option::<BTreeMap<String, ArgValue>>::deserialize(d)?.unwrap_or_default();
-        if let Some(key) = map.keys().find(|k| COMPUTED_ARGUMENTS.contains(&k.as_str())) {
+        if let Some(key) = map
+            .keys()
+            .find(|k| COMPUTED_ARGUMENTS.contains(&k.as_str()))
+        {
             return Err(de::Error::custom(format!(
                 "queue_arguments may not set `{key}`: delaytopo computes it for each level \
                  (use queue_type, levels and delivery_exchange)"
@@ -260,7 +266,13 @@ impl TopologyError {
         if self.line == 0 {
             format!("{}: {}", self.path.display(), self.message)
         } else {
-            format!("{}:{}:{}: {}", self.path.display(), self.line, self.column, self.message)
+            format!(
+                "{}:{}:{}: {}",
+                self.path.display(),
+                self.line,
+                self.column,
+                self.message
+            )
         }
     }
 }
@@ -294,15 +306,17 @@ impl Topology {
             cascade: raw.cascade,
             endpoints: raw.endpoints.unwrap_or_default(),
         };
-        topology.check_across_fields().map_err(|(key, value, message)| {
-            let (line, column) = locate_key(text, key, value);
-            TopologyError {
-                path: path.to_path_buf(),
-                line,
-                column,
-                message,
-            }
-        })?;
+        topology
+            .check_across_fields()
+            .map_err(|(key, value, message)| {
+                let (line, column) = locate_key(text, key, value);
+                TopologyError {
+                    path: path.to_path_buf(),
+                    line,
+                    column,
+                    message,
+                }
+            })?;
         Ok(topology)
     }
 
@@ -410,7 +424,10 @@ mod tests {
         let topology = parse("").unwrap();
         assert_eq!(topology.cascade, CascadeSection::default());
         assert_eq!(topology.level_name(5), "nsb.v2.delay-level-05");
-        assert_eq!(topology.cascade.delivery_exchange.as_str(), "nsb.v2.delay-delivery");
+        assert_eq!(
+            topology.cascade.delivery_exchange.as_str(),
+            "nsb.v2.delay-delivery"
+        );
         assert!(topology.endpoints.is_empty());
         assert_eq!(parse("# nothing\n").unwrap(), topology);
     }
@@ -425,30 +442,49 @@ mod tests {
 
     #[test]
     fn malformed_yaml_is_located() {
-        assert!(error("cascade: [\n").starts_with("t.yaml:"), "{}", error("cascade: [\n"));
+        assert!(
+            error("cascade: [\n").starts_with("t.yaml:"),
+            "{}",
+            error("cascade: [\n")
+        );
     }
 
     #[test]
     fn unknown_keys_are_refused_at_any_depth() {
         assert_eq!(error("cascde: {}\n").split(": ").next(), Some("t.yaml:1:1"));
         let e = error("cascade:\n  levles: 3\n");
-        assert!(e.starts_with("t.yaml:2:3: cascade: unknown field `levles`"), "{e}");
+        assert!(
+            e.starts_with("t.yaml:2:3: cascade: unknown field `levles`"),
+            "{e}"
+        );
         let e = error("endpoints:\n  - address: Sales\n    bindto: queue\n");
-        assert!(e.starts_with("t.yaml:3:5: endpoints[0]: unknown field `bindto`"), "{e}");
+        assert!(
+            e.starts_with("t.yaml:3:5: endpoints[0]: unknown field `bindto`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn levels_outside_range_are_refused() {
         let e = error("cascade:\n  levels: 29\n");
-        assert!(e.starts_with("t.yaml:2:") && e.contains("levels must be between 1 and 28, got 29"), "{e}");
+        assert!(
+            e.starts_with("t.yaml:2:") && e.contains("levels must be between 1 and 28, got 29"),
+            "{e}"
+        );
         assert!(error("cascade:\n  levels: 0\n").contains("got 0"));
-        assert_eq!(parse("cascade:\n  levels: 1\n").unwrap().cascade.levels, Levels(1));
+        assert_eq!(
+            parse("cascade:\n  levels: 1\n").unwrap().cascade.levels,
+            Levels(1)
+        );
     }
 
     #[test]
     fn level_name_needs_the_placeholder() {
         let e = error("cascade:\n  level_name: fixed\n");
-        assert!(e.contains("t.yaml:2:3") && e.contains("must contain {level}"), "{e}");
+        assert!(
+            e.contains("t.yaml:2:3") && e.contains("must contain {level}"),
+            "{e}"
+        );
         let t = parse("cascade:\n  level_name: \"d{level}\"\n").unwrap();
         assert_eq!(t.level_name(7), "d7");
     }
@@ -466,23 +502,39 @@ mod tests {
     #[test]
     fn duplicate_endpoints_are_refused_on_the_second_line() {
         let e = error("endpoints:\n  - address: A\n  - address: B\n  - address: A\n");
-        assert!(e.starts_with("t.yaml:4:5: endpoints[2]: address `A` is already listed"), "{e}");
+        assert!(
+            e.starts_with("t.yaml:4:5: endpoints[2]: address `A` is already listed"),
+            "{e}"
+        );
     }
 
     #[test]
     fn colliding_names_are_refused() {
-        let e = error("cascade:\n  levels: 3\n  level_name: \"x{level}\"\n  delivery_exchange: x2\n");
-        assert!(e.starts_with("t.yaml:4:3: delivery_exchange `x2` is also the name of level 2"), "{e}");
+        let e =
+            error("cascade:\n  levels: 3\n  level_name: \"x{level}\"\n  delivery_exchange: x2\n");
+        assert!(
+            e.starts_with("t.yaml:4:3: delivery_exchange `x2` is also the name of level 2"),
+            "{e}"
+        );
         let e = error("cascade:\n  level_name: \"x{level}\"\nendpoints:\n  - address: x3\n");
-        assert!(e.starts_with("t.yaml:4:5: endpoints[0]: address `x3` is the name of a cascade entity"), "{e}");
+        assert!(
+            e.starts_with("t.yaml:4:5: endpoints[0]: address `x3` is the name of a cascade entity"),
+            "{e}"
+        );
     }
 
     #[test]
     fn bind_to_and_queue_type_are_closed_sets() {
         let e = error("endpoints:\n  - address: A\n    bind_to: topic\n");
-        assert!(e.starts_with("t.yaml:3:") && e.contains("unknown variant `topic`"), "{e}");
+        assert!(
+            e.starts_with("t.yaml:3:") && e.contains("unknown variant `topic`"),
+            "{e}"
+        );
         let e = error("cascade:\n  queue_type: stream\n");
-        assert!(e.starts_with("t.yaml:2:") && e.contains("unknown variant `stream`"), "{e}");
+        assert!(
+            e.starts_with("t.yaml:2:") && e.contains("unknown variant `stream`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -493,10 +545,15 @@ mod tests {
 
     #[test]
     fn queue_arguments_replace_the_defaults() {
-        let t = parse("cascade:\n  queue_type: classic\n  queue_arguments:\n    x-queue-mode: lazy\n").unwrap();
+        let t =
+            parse("cascade:\n  queue_type: classic\n  queue_arguments:\n    x-queue-mode: lazy\n")
+                .unwrap();
         assert_eq!(
             t.cascade.queue_arguments.0,
-            BTreeMap::from([("x-queue-mode".to_string(), ArgValue::Str("lazy".to_string()))])
+            BTreeMap::from([(
+                "x-queue-mode".to_string(),
+                ArgValue::Str("lazy".to_string())
+            )])
         );
     }
 }

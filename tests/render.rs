@@ -9,7 +9,13 @@ use support::*;
 fn render_needs_no_broker() {
     let vhost_less = assert_cmd::Command::cargo_bin("delaytopo")
         .unwrap()
-        .args(["-f", "topology.yaml", "--url", "amqp://u:secret@127.0.0.1:1/x", "render"])
+        .args([
+            "-f",
+            "topology.yaml",
+            "--url",
+            "amqp://u:secret@127.0.0.1:1/x",
+            "render",
+        ])
         .assert()
         .success();
     let output = vhost_less.get_output();
@@ -22,12 +28,10 @@ fn render_needs_no_broker() {
 fn bad_topology_exits_2_naming_file_line_and_column() {
     let vhost = TestVhost::new("render-bad");
     vhost.set_topology("cascade:\n  levels: 40\n");
-    vhost
-        .delaytopo()
-        .arg("render")
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains(":2:").and(predicate::str::contains("levels must be between 1 and 28")));
+    vhost.delaytopo().arg("render").assert().code(2).stderr(
+        predicate::str::contains(":2:")
+            .and(predicate::str::contains("levels must be between 1 and 28")),
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! One file per command, each a short script over the parts in the crate root.
 
+pub mod fanout;
 pub mod render;
 
 use anyhow::Result;
@@ -23,12 +24,16 @@ pub fn run(cli: &Cli) -> Result<Option<Outcome>> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run_broker_command(&cli.command, &context)).map(Some)
+    runtime
+        .block_on(run_broker_command(&cli.command, &context))
+        .map(Some)
 }
 
 async fn run_broker_command(command: &Command, _context: &Context) -> Result<Outcome> {
     match command {
         Command::Completions { .. } | Command::Render => unreachable!("handled without a broker"),
-        other => Err(crate::exit::bad_input(format!("{other:?} is not implemented yet"))),
+        other => Err(crate::exit::bad_input(format!(
+            "{other:?} is not implemented yet"
+        ))),
     }
 }

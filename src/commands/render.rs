@@ -57,7 +57,10 @@ mod tests {
         assert_eq!(doc["exchanges"].as_array().unwrap().len(), 29);
         assert_eq!(doc["queues"].as_array().unwrap().len(), 28);
         assert_eq!(doc["bindings"].as_array().unwrap().len(), 56);
-        assert_eq!(doc["queues"][0]["arguments"]["x-message-ttl"], json!(134_217_728_000i64));
+        assert_eq!(
+            doc["queues"][0]["arguments"]["x-message-ttl"],
+            json!(134_217_728_000i64)
+        );
         assert_eq!(doc["queues"][0]["vhost"], json!("v"));
     }
 }

@@ -34,7 +34,9 @@ pub fn api(method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
     if let Some(body) = body {
         request = request.json(&body);
     }
-    let response = request.send().unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let response = request
+        .send()
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
     let status = response.status();
     let text = response.text().unwrap_or_default();
     assert!(status.is_success(), "{method} {path}: {status} {text}");
@@ -58,7 +60,11 @@ impl TestVhost {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::SeqCst)
         );
-        api(reqwest::Method::PUT, &format!("vhosts/{}", encode(&name)), None);
+        api(
+            reqwest::Method::PUT,
+            &format!("vhosts/{}", encode(&name)),
+            None,
+        );
         api(
             reqwest::Method::PUT,
             &format!("permissions/{}/guest", encode(&name)),
@@ -106,7 +112,11 @@ impl TestVhost {
 
     /// GET /api/{kind}/{vhost}, e.g. `list("queues")`.
     pub fn list(&self, kind: &str) -> Vec<Value> {
-        match api(reqwest::Method::GET, &format!("{kind}/{}", encode(&self.name)), None) {
+        match api(
+            reqwest::Method::GET,
+            &format!("{kind}/{}", encode(&self.name)),
+            None,
+        ) {
             Value::Array(items) => items,
             other => panic!("GET {kind}: not a list: {other}"),
         }
@@ -114,7 +124,11 @@ impl TestVhost {
 
     /// The vhost's definitions (exchanges, queues, bindings, policies).
     pub fn definitions(&self) -> Value {
-        api(reqwest::Method::GET, &format!("definitions/{}", encode(&self.name)), None)
+        api(
+            reqwest::Method::GET,
+            &format!("definitions/{}", encode(&self.name)),
+            None,
+        )
     }
 
     pub fn declare_queue(&self, name: &str, arguments: Value) {
@@ -129,18 +143,30 @@ impl TestVhost {
         api(
             reqwest::Method::PUT,
             &format!("exchanges/{}/{}", encode(&self.name), encode(name)),
-            Some(json!({"type": kind, "durable": true, "auto_delete": false, "internal": false, "arguments": {}})),
+            Some(
+                json!({"type": kind, "durable": true, "auto_delete": false, "internal": false, "arguments": {}}),
+            ),
         );
     }
 
     /// Publishes through the management API; returns whether it was routed.
     pub fn publish(&self, exchange: &str, routing_key: &str, payload: &str) -> bool {
-        let exchange = if exchange.is_empty() { "amq.default" } else { exchange };
+        let exchange = if exchange.is_empty() {
+            "amq.default"
+        } else {
+            exchange
+        };
         let reply = api(
             reqwest::Method::POST,
-            &format!("exchanges/{}/{}/publish", encode(&self.name), encode(exchange)),
-            Some(json!({"properties": {"delivery_mode": 2}, "routing_key": routing_key,
-                        "payload": payload, "payload_encoding": "string"})),
+            &format!(
+                "exchanges/{}/{}/publish",
+                encode(&self.name),
+                encode(exchange)
+            ),
+            Some(
+                json!({"properties": {"delivery_mode": 2}, "routing_key": routing_key,
+                        "payload": payload, "payload_encoding": "string"}),
+            ),
         );
         reply["routed"].as_bool().unwrap_or(false)
     }
@@ -154,7 +180,12 @@ impl TestVhost {
         );
         reply
             .as_array()
-            .map(|messages| messages.iter().map(|m| m["payload"].as_str().unwrap_or("").to_string()).collect())
+            .map(|messages| {
+                messages
+                    .iter()
+                    .map(|m| m["payload"].as_str().unwrap_or("").to_string())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
