@@ -107,8 +107,14 @@ async fn forward(
     };
     let write = async move {
         while let Some((due, chunk)) = arriving.recv().await {
-            if due > Instant::now() {
-                tokio::time::sleep_until(due).await;
+            let wait = due.saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                // tokio's timer rounds up to whole milliseconds, a thread's
+                // sleep is exact to tens of microseconds: 113 round trips
+                // would otherwise each come out about 2 ms too long.
+                tokio::task::spawn_blocking(move || std::thread::sleep(wait))
+                    .await
+                    .map_err(std::io::Error::other)?;
             }
             if chunk.is_empty() {
                 return to.shutdown().await;

@@ -63,7 +63,12 @@ async fn declare_one_at_a_time(target: &Target, desired: &Desired) -> Result<usi
             options,
             field_table(&exchange.arguments),
         );
-        bounded(target, &format!("declaring exchange {}", exchange.name), declare).await?;
+        bounded(
+            target,
+            &format!("declaring exchange {}", exchange.name),
+            declare,
+        )
+        .await?;
     }
     for queue in &desired.queues {
         let options = QueueDeclareOptions {
