@@ -37,19 +37,29 @@ async fn main() -> Result<()> {
     let context = Context::load(&Args::parse().global)?;
     for (target, desired) in &context.targets {
         let started = Instant::now();
-        let operations = declare_one_at_a_time(target, desired).await?;
+        let phases = declare_one_at_a_time(target, desired).await?;
         eprintln!(
-            "{}: {operations} operations one at a time in {:.3} s",
+            "{}: {} in {:.3} s",
             target.vhost,
+            phases.join(", "),
             started.elapsed().as_secs_f64()
         );
     }
     Ok(())
 }
 
-async fn declare_one_at_a_time(target: &Target, desired: &Desired) -> Result<usize> {
+/// Declares everything, one operation at a time; returns where the time went
+/// ("28 queues 251 ms"), to tell the broker's work from the waiting.
+async fn declare_one_at_a_time(target: &Target, desired: &Desired) -> Result<Vec<String>> {
+    let mut phases = Vec::new();
+    let mut phase_started = Instant::now();
+    let mut phase_done = |what: String| {
+        phases.push(format!("{what} {} ms", phase_started.elapsed().as_millis()));
+        phase_started = Instant::now();
+    };
     let connection = connect(target).await?;
     let channel = bounded(target, "opening a channel", connection.create_channel()).await?;
+    phase_done("connection and channel".into());
     for exchange in &desired.exchanges {
         let options = ExchangeDeclareOptions {
             durable: exchange.durable,
@@ -70,6 +80,7 @@ async fn declare_one_at_a_time(target: &Target, desired: &Desired) -> Result<usi
         )
         .await?;
     }
+    phase_done(format!("{} exchanges", desired.exchanges.len()));
     for queue in &desired.queues {
         let options = QueueDeclareOptions {
             durable: queue.durable,
@@ -84,6 +95,7 @@ async fn declare_one_at_a_time(target: &Target, desired: &Desired) -> Result<usi
         );
         bounded(target, &format!("declaring queue {}", queue.name), declare).await?;
     }
+    phase_done(format!("{} queues", desired.queues.len()));
     for binding in &desired.bindings {
         let what = format!(
             "binding {} -> {} ({})",
@@ -117,13 +129,15 @@ async fn declare_one_at_a_time(target: &Target, desired: &Desired) -> Result<usi
             }
         }
     }
+    phase_done(format!("{} bindings", desired.bindings.len()));
     bounded(
         target,
         "closing the connection",
         connection.close(200, "done".into()),
     )
     .await?;
-    Ok(desired.exchanges.len() + desired.queues.len() + desired.bindings.len())
+    phase_done("closing".into());
+    Ok(phases)
 }
 
 fn field_table(arguments: &Arguments) -> FieldTable {
