@@ -7,6 +7,7 @@ pub mod cli;
 pub mod commands;
 pub mod context;
 pub mod exit;
+pub mod moving;
 pub mod progress;
 pub mod report;
 pub mod target;
