@@ -140,6 +140,10 @@ pub struct MoveArgs {
     /// Queue for messages that cannot be moved, with the reason in a header.
     #[arg(long, default_value = "delaytopo.poison")]
     pub poison_queue: String,
+    /// Messages in flight at once (unacknowledged at the source, unconfirmed
+    /// at the target): more is faster over long round trips, and uses more memory.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..))]
+    pub prefetch: u16,
 }
 
 #[derive(Debug, Args)]

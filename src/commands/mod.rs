@@ -1,7 +1,9 @@
 //! One file per command, each a short script over the parts in the crate root.
 
 pub mod fanout;
+pub mod migrate;
 pub mod render;
+pub mod transfer;
 
 use anyhow::Result;
 use clap::CommandFactory;
@@ -29,9 +31,11 @@ pub fn run(cli: &Cli) -> Result<Option<Outcome>> {
         .map(Some)
 }
 
-async fn run_broker_command(command: &Command, _context: &Context) -> Result<Outcome> {
+async fn run_broker_command(command: &Command, context: &Context) -> Result<Outcome> {
     match command {
         Command::Completions { .. } | Command::Render => unreachable!("handled without a broker"),
+        Command::Migrate(args) => migrate::run(context, args).await,
+        Command::Transfer(args) => transfer::run(context, args).await,
         other => Err(crate::exit::bad_input(format!(
             "{other:?} is not implemented yet"
         ))),
