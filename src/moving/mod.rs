@@ -10,6 +10,7 @@
 //! that is drained later. A lost connection is re-established and the run
 //! goes on; anything unacknowledged went back to its source queue.
 
+mod backlog;
 pub mod broker;
 pub mod classify;
 pub mod headers;
@@ -19,12 +20,13 @@ pub mod routes;
 mod summary;
 pub mod target_cascade;
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use indicatif::ProgressBar;
-use lapin::options::ConfirmSelectOptions;
+use lapin::options::{BasicQosOptions, ConfirmSelectOptions};
 use lapin::{Channel, Connection};
 
 use crate::amqp::{self, bounded};
@@ -101,6 +103,8 @@ pub fn check_poison_queue(name: &str) -> Result<()> {
 pub struct Session {
     pub from: Connection,
     pub to: Connection,
+    /// On `from`, with the prefetch set: consumes the level queues one by one.
+    pub taker: Channel,
     /// On `to`, in publisher-confirm mode.
     pub publisher: Channel,
 }
@@ -108,6 +112,13 @@ pub struct Session {
 impl Session {
     async fn open(job: &Job) -> Result<Session> {
         let from = amqp::connect(&job.from.broker).await?;
+        let taker = broker::open_channel(&job.from.broker, &from).await?;
+        bounded(
+            &job.from.broker,
+            "setting the prefetch",
+            taker.basic_qos(job.prefetch, BasicQosOptions::default()),
+        )
+        .await?;
         let to = amqp::connect(&job.to.broker).await?;
         let publisher = broker::open_channel(&job.to.broker, &to).await?;
         bounded(
@@ -119,6 +130,7 @@ impl Session {
         Ok(Session {
             from,
             to,
+            taker,
             publisher,
         })
     }
@@ -127,6 +139,7 @@ impl Session {
     fn lost(&self) -> bool {
         !(self.from.status().connected()
             && self.to.status().connected()
+            && self.taker.status().connected()
             && self.publisher.status().connected())
     }
 
@@ -140,7 +153,7 @@ impl Session {
 }
 
 /// What the run learned besides the ledger's counts.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct RunState {
     cascade: Option<CascadeCheck>,
     /// Source levels whose queue does not exist.
@@ -148,6 +161,22 @@ struct RunState {
     scanned: bool,
     passes: usize,
     reconnects: u32,
+    /// Messages per source level stuck in the dead-letter backlog, or why
+    /// that could not be seen.
+    stuck: Result<BTreeMap<u8, u64>, String>,
+}
+
+impl Default for RunState {
+    fn default() -> RunState {
+        RunState {
+            cascade: None,
+            absent: Vec::new(),
+            scanned: false,
+            passes: 0,
+            reconnects: 0,
+            stuck: Ok(BTreeMap::new()),
+        }
+    }
 }
 
 /// Moves every message of `job.from`'s level queues into `job.to`.
@@ -194,14 +223,16 @@ pub async fn run(job: &Job) -> Result<VhostOutcome> {
         tokio::time::sleep(RECONNECT_PAUSE).await;
     }
     bar.finish_and_clear();
+    let elapsed = started.elapsed();
+    if state
+        .cascade
+        .as_ref()
+        .is_some_and(|c| c.conflicts.is_empty())
+    {
+        state.stuck = backlog::stuck_in_backlog(&job.from).await;
+    }
     let ledger = ledger.into_inner().expect("ledger lock");
-    Ok(summary::render(
-        job,
-        &ledger,
-        &routes,
-        &state,
-        started.elapsed(),
-    ))
+    Ok(summary::render(job, &ledger, &routes, &state, elapsed))
 }
 
 async fn move_all(

@@ -25,7 +25,8 @@ use futures::StreamExt;
 use indicatif::ProgressBar;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
@@ -34,7 +35,7 @@ use tokio::sync::mpsc;
 
 use crate::amqp::bounded;
 use crate::exit::broker;
-use crate::moving::broker::{close_quietly, open_channel, ready_count};
+use crate::moving::broker::{close_quietly, open_channel};
 use crate::moving::classify::{classify, Disposition, PoisonReason};
 use crate::moving::headers;
 use crate::moving::ledger::Ledger;
@@ -78,22 +79,21 @@ pub struct Level<'a> {
     pub level: u8,
     pub queue: &'a str,
     /// Ready messages seen when the level was scanned: once that many have
-    /// arrived, emptiness is checked at once instead of after an idle pause.
+    /// arrived the level is done for this pass.
     pub expected: u64,
 }
 
 impl Level<'_> {
     pub async fn drain(&self, routes: &mut Routes) -> Result<()> {
         let from = &self.job.from.broker;
-        let channel = open_channel(from, &self.session.from).await?;
-        if !self.job.dry_run {
-            bounded(
-                from,
-                "setting the prefetch",
-                channel.basic_qos(self.job.prefetch, BasicQosOptions::default()),
-            )
-            .await?;
-        }
+        // A dry run holds every message unacknowledged on a channel of its
+        // own, and closing that channel hands them all back to the queue.
+        let own = if self.job.dry_run {
+            Some(open_channel(from, &self.session.from).await?)
+        } else {
+            None
+        };
+        let channel = own.as_ref().unwrap_or(&self.session.taker);
         // Exclusive: a second run on the same cascade fails instead of racing this one.
         let consumer = bounded(
             from,
@@ -111,11 +111,12 @@ impl Level<'_> {
         .await?;
         let (handover, settling) = mpsc::channel(usize::from(self.job.prefetch));
         tokio::try_join!(
-            self.take(consumer, &channel, routes, handover),
-            self.settle(settling, &channel)
+            self.take(consumer, channel, routes, handover),
+            self.settle(settling, channel)
         )?;
-        // In a dry run this hands every message back to the queue.
-        close_quietly(channel).await;
+        if let Some(channel) = own {
+            close_quietly(channel).await;
+        }
         Ok(())
     }
 
@@ -127,14 +128,15 @@ impl Level<'_> {
         handover: mpsc::Sender<InFlight>,
     ) -> Result<()> {
         let from = &self.job.from.broker;
-        let (mut received, mut early_check_done, mut cancelled) = (0u64, false, false);
+        let (mut received, mut cancelled) = (0u64, false);
         loop {
             let wait = if cancelled { from.timeout } else { IDLE };
-            let check_now = match tokio::time::timeout(wait, consumer.next()).await {
+            let drained = match tokio::time::timeout(wait, consumer.next()).await {
                 Ok(Some(Ok(delivery))) => {
                     received += 1;
                     self.take_one(delivery, routes, &handover).await?;
-                    !cancelled && !early_check_done && received >= self.expected
+                    // All the scan saw: what arrived since waits for the next pass.
+                    received == self.expected
                 }
                 Ok(Some(Err(error))) => {
                     return Err(broker(format!(
@@ -152,23 +154,38 @@ impl Level<'_> {
                         crate::amqp::seconds(from.timeout)
                     )))
                 }
-                // Quiet for a while: maybe the queue is empty.
-                Err(_) => true,
+                // Quiet for a while (fewer messages than the scan saw: some
+                // expired into the next level): maybe the queue is empty.
+                Err(_) => self.ready_now(channel).await? == 0,
             };
-            if check_now {
-                early_check_done = true;
-                let ready = ready_count(from, &self.session.from, self.queue).await?;
-                if ready.unwrap_or(0) == 0 {
-                    bounded(
-                        from,
-                        &format!("cancelling the consumer of queue {}", self.queue),
-                        channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()),
-                    )
-                    .await?;
-                    cancelled = true;
-                }
+            if drained && !cancelled {
+                bounded(
+                    from,
+                    &format!("cancelling the consumer of queue {}", self.queue),
+                    channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()),
+                )
+                .await?;
+                cancelled = true;
             }
         }
+    }
+
+    /// Ready messages in the queue being drained.
+    async fn ready_now(&self, channel: &Channel) -> Result<u32> {
+        let declared = bounded(
+            &self.job.from.broker,
+            &format!("counting the messages of queue {}", self.queue),
+            channel.queue_declare(
+                self.queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            ),
+        )
+        .await?;
+        Ok(declared.message_count())
     }
 
     /// Decides one message's fate and publishes it (a dry run only counts it).

@@ -31,7 +31,12 @@ pub(super) fn render(
         .map_or(&[][..], |c| c.missing.as_slice());
     let warnings = warnings(job, routes, state);
     let source_exists = state.absent.len() < usize::from(job.from.cascade.levels);
-    let ok = conflicts.is_empty() && total.poisoned == 0 && total.left == 0 && source_exists;
+    let stuck: u64 = state.stuck.as_ref().map_or(0, |s| s.values().sum());
+    let ok = conflicts.is_empty()
+        && total.poisoned == 0
+        && total.left == 0
+        && stuck == 0
+        && source_exists;
     let seconds = elapsed.as_secs_f64();
     let rate = if seconds > 0.0 {
         (total.moved + total.poisoned) as f64 / seconds
@@ -163,6 +168,7 @@ pub(super) fn render(
         "delivered_now": total.delivered_now,
         "poisoned": total.poisoned,
         "left": total.left,
+        "dead_letter_backlog": stuck,
         "duplicates": ledger.duplicates,
         "possible_duplicates": ledger.possible_duplicates,
         "reconnects": state.reconnects,
@@ -191,6 +197,20 @@ fn warnings(job: &Job, routes: &Routes, state: &RunState) -> Vec<String> {
             .map(|&l| job.from.cascade.level_name(l))
             .collect();
         warnings.push(format!("source level queues missing: {}", names.join(", ")));
+    }
+    match &state.stuck {
+        Ok(stuck) => {
+            for (level, count) in stuck.iter().rev() {
+                warnings.push(format!(
+                    "{count} messages of {} are stuck in its dead-letter backlog: \
+                     they cannot be moved until their next hop routes again",
+                    job.from.cascade.level_name(*level)
+                ));
+            }
+        }
+        Err(problem) => warnings.push(format!(
+            "could not check the source levels' dead-letter backlog: {problem}"
+        )),
     }
     for (short, long) in routes.overlaps() {
         warnings.push(format!(
