@@ -26,8 +26,17 @@ pub fn encode(vhost: &str) -> String {
     percent_encoding::utf8_percent_encode(vhost, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
+/// Runs blocking HTTP on its own thread, so fixtures also work inside async tests.
+fn off_runtime<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| scope.spawn(work).join().expect("fixture thread panicked"))
+}
+
 /// A management API call as guest; panics with the response on failure.
 pub fn api(method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    off_runtime(|| blocking_api(method, path, body))
+}
+
+fn blocking_api(method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
     let mut request = http()
         .request(method.clone(), format!("{MANAGEMENT}/api/{path}"))
         .basic_auth("guest", Some("guest"));
@@ -215,10 +224,10 @@ impl TestVhost {
 
 impl Drop for TestVhost {
     fn drop(&mut self) {
-        let _ = http()
-            .delete(format!("{MANAGEMENT}/api/vhosts/{}", encode(&self.name)))
-            .basic_auth("guest", Some("guest"))
-            .send();
+        let url = format!("{MANAGEMENT}/api/vhosts/{}", encode(&self.name));
+        off_runtime(|| {
+            let _ = http().delete(url).basic_auth("guest", Some("guest")).send();
+        });
     }
 }
 
