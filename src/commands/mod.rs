@@ -1,6 +1,7 @@
 //! One file per command, each a short script over the parts in the crate root.
 
 pub mod fanout;
+pub mod install;
 pub mod render;
 
 use anyhow::Result;
@@ -32,6 +33,7 @@ pub fn run(cli: &Cli) -> Result<Option<Outcome>> {
 async fn run_broker_command(command: &Command, _context: &Context) -> Result<Outcome> {
     match command {
         Command::Completions { .. } | Command::Render => unreachable!("handled without a broker"),
+        Command::Install => install::run(_context).await,
         other => Err(crate::exit::bad_input(format!(
             "{other:?} is not implemented yet"
         ))),
