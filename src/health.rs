@@ -378,6 +378,19 @@ pub fn broker_findings(desired: &Desired, broker: &BrokerInfo) -> Vec<Finding> {
     if desired.queue_type != QueueType::Quorum {
         return found;
     }
+    let flags_unreadable = broker.unreadable.contains(&"feature-flags");
+    if flags_unreadable {
+        found.push(finding(
+            Severity::Info,
+            "broker".into(),
+            "unchecked",
+            ("feature flags read".into(), "refused".into()),
+            "feature flags quorum_queue and stream_queue not checked: reading them needs the \
+             administrator tag"
+                .into(),
+            None,
+        ));
+    }
     if major_minor(&broker.rabbitmq_version).is_some_and(|v| v < (3, 10)) {
         found.push(finding(
             Severity::Error,
@@ -392,7 +405,10 @@ pub fn broker_findings(desired: &Desired, broker: &BrokerInfo) -> Vec<Finding> {
             None,
         ));
     }
-    for flag in ["quorum_queue", "stream_queue"] {
+    for flag in ["quorum_queue", "stream_queue"]
+        .into_iter()
+        .filter(|_| !flags_unreadable)
+    {
         let state = broker
             .feature_flags
             .get(flag)
@@ -832,6 +848,7 @@ mod tests {
             feature_flags: BTreeMap::from([("quorum_queue".into(), "enabled".into())]),
             statistics_disabled: true,
             cluster_nodes: 1,
+            unreadable: vec![],
         };
         let found = broker_findings(&d, &broker);
         let kinds: Vec<(&str, Severity)> = found
@@ -850,6 +867,20 @@ mod tests {
         assert_eq!(found[2].actual.as_deref(), Some("absent"));
         let v1 = desired(include_str!("../examples/nservicebus-v1.yaml"));
         assert_eq!(broker_findings(&v1, &broker).len(), 1);
+    }
+
+    #[test]
+    fn feature_flags_a_monitoring_user_may_not_read_are_noted_as_unchecked() {
+        let d = desired("");
+        let mut broker = installed(&d).broker.unwrap();
+        broker.feature_flags.clear();
+        broker.unreadable = vec!["feature-flags"];
+        let found = broker_findings(&d, &broker);
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (found[0].kind.as_str(), found[0].severity),
+            ("unchecked", Severity::Info)
+        );
     }
 
     #[test]

@@ -73,6 +73,7 @@ pub fn installed(d: &Desired) -> Observed {
         ]),
         statistics_disabled: false,
         cluster_nodes: 1,
+        unreadable: vec![],
     });
     observed
 }
