@@ -28,14 +28,9 @@ pub struct LevelState {
 /// Queues by name, as `/api/queues/{vhost}` lists them.
 pub type Queues = BTreeMap<String, ObservedQueue>;
 
-/// Delayed messages a level queue holds per the statistics: ready,
-/// unacknowledged and the dead-letter backlog. `messages` counts the backlog
-/// too, but not always at the same moment (SPEC §1): take the larger reading.
+/// Delayed messages a level queue holds per the statistics, backlog included.
 pub fn delayed_messages(queue: &ObservedQueue) -> u64 {
-    let parts = queue.messages_ready.unwrap_or(0)
-        + queue.messages_unacknowledged.unwrap_or(0)
-        + queue.messages_dlx.unwrap_or(0);
-    parts.max(queue.messages.unwrap_or(0))
+    queue.held_messages()
 }
 
 /// Every level queue, highest level first, with what it holds and its members.

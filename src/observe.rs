@@ -75,11 +75,13 @@ pub struct ObservedQueue {
 
 impl ObservedQueue {
     /// Messages the statistics say the queue holds, counting the dead-letter backlog.
+    /// `messages` counts the backlog too, but not always at the same moment
+    /// as `messages_dlx` (SPEC §1): take the larger reading, never the sum.
     pub fn held_messages(&self) -> u64 {
-        self.messages
-            .unwrap_or(0)
-            .max(self.messages_ready.unwrap_or(0) + self.messages_unacknowledged.unwrap_or(0))
-            + self.messages_dlx.unwrap_or(0)
+        let parts = self.messages_ready.unwrap_or(0)
+            + self.messages_unacknowledged.unwrap_or(0)
+            + self.messages_dlx.unwrap_or(0);
+        parts.max(self.messages.unwrap_or(0))
     }
 }
 
@@ -253,7 +255,7 @@ mod tests {
         .unwrap();
         assert_eq!(queue.arguments["x-message-ttl"], ArgValue::Int(1000));
         assert_eq!(queue.arguments["x-flag"], ArgValue::Bool(true));
-        assert_eq!(queue.held_messages(), 3);
+        assert_eq!(queue.held_messages(), 2);
         assert_eq!(queue.operator_policy.as_deref(), Some("op"));
     }
 
