@@ -60,7 +60,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let route = cascade
             .route(delay, &args.address)
             .ok_or("delay too long")?;
-        let id = format!("bench-{i:08}");
+        let id = format!("{}-{now}-{i:08}", args.address);
         let mut headers = FieldTable::default();
         headers.insert(
             TIME_SENT.into(),

@@ -7,6 +7,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use delaytopo::cascade::Desired;
 use moving::*;
@@ -196,4 +197,55 @@ fn a_bad_target_url_is_bad_input() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("--to-url").and(predicate::str::contains("secret").not()));
+}
+
+#[test]
+fn a_message_stuck_in_the_sources_dead_letter_backlog_is_reported() {
+    let mut messages = population(50, now_micros(), &ADDRESSES);
+    // Due in 1 s to an address the source does not route: it jams level 0.
+    messages.push(Delayed {
+        id: "stuck".into(),
+        address: "Nowhere".into(),
+        delay_seconds: 1,
+        sent_micros: now_micros(),
+        broken_headers: None,
+    });
+    let stage = Stage::new("transfer-stuck", &messages);
+    let level_0 = stage.source_cascade.level_name(0).to_string();
+    let jammed = stage.source.wait_for(Duration::from_secs(30), || {
+        (stage.source.queue_info(&level_0)["messages_dlx"].as_u64() == Some(1)).then_some(())
+    });
+    assert!(jammed.is_some(), "the message did not jam level 0");
+
+    let output = stage.transfer().output().unwrap();
+    let report = stdout_json(&output);
+    assert_eq!(output.status.code(), Some(1), "{report:#}");
+    assert_eq!(report["moved"], 50);
+    assert_eq!(report["left"], 0);
+    assert_eq!(report["dead_letter_backlog"], 1);
+    let warnings = report["warnings"].to_string();
+    assert!(warnings.contains("nsb.v2.delay-level-00"), "{warnings}");
+}
+
+#[test]
+fn a_conflicting_target_cascade_stops_the_move_before_any_message() {
+    let messages = population(20, now_micros(), &ADDRESSES);
+    let stage = Stage::new("transfer-conflict", &messages);
+    stage
+        .target
+        .declare_queue("nsb.v2.delay-level-05", serde_json::json!({}));
+
+    let output = stage.transfer().output().unwrap();
+    let report = stdout_json(&output);
+    assert_eq!(output.status.code(), Some(1), "{report:#}");
+    let conflicts = report["target_cascade"]["conflicts"].to_string();
+    assert!(
+        conflicts.contains("queue nsb.v2.delay-level-05"),
+        "{conflicts}"
+    );
+    assert_eq!(report["moved"], 0);
+    assert_eq!(
+        stage.source_client.ready_in_cascade(&stage.source_cascade),
+        20
+    );
 }
