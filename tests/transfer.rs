@@ -240,7 +240,7 @@ fn a_conflicting_target_cascade_stops_the_move_before_any_message() {
     assert_eq!(output.status.code(), Some(1), "{report:#}");
     let conflicts = report["target_cascade"]["conflicts"].to_string();
     assert!(
-        conflicts.contains("queue nsb.v2.delay-level-05"),
+        conflicts.contains("declaring queue `nsb.v2.delay-level-05`"),
         "{conflicts}"
     );
     assert_eq!(report["moved"], 0);

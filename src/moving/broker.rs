@@ -6,14 +6,11 @@
 use std::future::Future;
 
 use anyhow::Result;
-use lapin::options::{
-    ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ExchangeKind};
 
-use crate::amqp::{bounded, describe, reply_code};
-use crate::cascade::DestinationKind;
+use crate::amqp::{bounded, channel_refusal_code, describe, open_channel};
 use crate::exit::broker;
 use crate::target::Target;
 
@@ -26,11 +23,6 @@ pub struct Refusal {
 
 pub const NOT_FOUND: u16 = 404;
 
-/// Reply codes that close only the channel (AMQP 0-9-1 soft errors).
-fn is_channel_level(code: u16) -> bool {
-    matches!(code, 311 | 312 | 313 | 403 | 404 | 405 | 406)
-}
-
 /// Runs `operation` within the target's timeout: `Ok(Err(refusal))` when the
 /// broker refused it on this channel, `Err` when the connection or the time
 /// failed (the move cannot go on over this connection).
@@ -41,12 +33,12 @@ pub async fn refusable<T>(
 ) -> Result<Result<T, Refusal>> {
     match tokio::time::timeout(target.timeout, operation).await {
         Ok(Ok(value)) => Ok(Ok(value)),
-        Ok(Err(error)) => match reply_code(&error) {
-            Some(code) if is_channel_level(code) => Ok(Err(Refusal {
+        Ok(Err(error)) => match channel_refusal_code(&error) {
+            Some(code) => Ok(Err(Refusal {
                 code,
                 text: describe(target, &error),
             })),
-            _ => Err(broker(format!("{what}: {}", describe(target, &error)))),
+            None => Err(broker(format!("{what}: {}", describe(target, &error)))),
         },
         Err(_) => Err(broker(format!(
             "{what}: no answer from {} within {}",
@@ -54,10 +46,6 @@ pub async fn refusable<T>(
             crate::amqp::seconds(target.timeout)
         ))),
     }
-}
-
-pub async fn open_channel(target: &Target, connection: &Connection) -> Result<Channel> {
-    bounded(target, "opening a channel", connection.create_channel()).await
 }
 
 /// Closes a channel that may already have been closed by a refusal.
@@ -96,7 +84,7 @@ async fn passive_queue(
     connection: &Connection,
     queue: &str,
 ) -> Result<Result<u32, Refusal>> {
-    let channel = open_channel(target, connection).await?;
+    let channel = open_channel(connection, target).await?;
     let declared = refusable(
         target,
         &format!("looking up queue {queue}"),
@@ -119,7 +107,7 @@ pub async fn exchange_exists(
     connection: &Connection,
     exchange: &str,
 ) -> Result<bool> {
-    let channel = open_channel(target, connection).await?;
+    let channel = open_channel(connection, target).await?;
     let declared = refusable(
         target,
         &format!("looking up exchange {exchange}"),
@@ -138,57 +126,6 @@ pub async fn exchange_exists(
     Ok(!matches!(declared, Err(r) if r.code == NOT_FOUND))
 }
 
-/// Binds `destination` (a queue or an exchange) to `source` with `key`.
-pub async fn bind(
-    target: &Target,
-    connection: &Connection,
-    source: &str,
-    destination: &str,
-    kind: DestinationKind,
-    key: &str,
-) -> Result<Result<(), Refusal>> {
-    let Ok(routing_key) = lapin::types::ShortString::try_new(key) else {
-        return Ok(Err(Refusal {
-            code: 0,
-            text: format!("binding key {key:?} is longer than 255 bytes"),
-        }));
-    };
-    let what = format!("binding {} {destination} to {source}", kind.as_str());
-    let channel = open_channel(target, connection).await?;
-    let bound = match kind {
-        DestinationKind::Queue => {
-            refusable(
-                target,
-                &what,
-                channel.queue_bind(
-                    destination.into(),
-                    source.into(),
-                    routing_key,
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                ),
-            )
-            .await?
-        }
-        DestinationKind::Exchange => {
-            refusable(
-                target,
-                &what,
-                channel.exchange_bind(
-                    destination.into(),
-                    source.into(),
-                    routing_key,
-                    ExchangeBindOptions::default(),
-                    FieldTable::default(),
-                ),
-            )
-            .await?
-        }
-    };
-    close_quietly(channel).await;
-    Ok(bound)
-}
-
 /// Declares the poison queue unless it exists: a plain durable classic
 /// queue, so that nothing about it (TTL, length limit) can drop a message.
 pub async fn ensure_poison_queue(
@@ -204,7 +141,7 @@ pub async fn ensure_poison_queue(
         "x-queue-type".into(),
         lapin::types::AMQPValue::LongString("classic".into()),
     );
-    let channel = open_channel(target, connection).await?;
+    let channel = open_channel(connection, target).await?;
     let what = format!("declaring the poison queue {name}");
     let declared = refusable(
         target,
@@ -234,7 +171,7 @@ pub async fn same_vhost(
     other: &Target,
     other_connection: &Connection,
 ) -> Result<bool> {
-    let channel = open_channel(one, one_connection).await?;
+    let channel = open_channel(one_connection, one).await?;
     let marker = bounded(
         one,
         "declaring a temporary queue",

@@ -112,7 +112,7 @@ pub struct Session {
 impl Session {
     async fn open(job: &Job) -> Result<Session> {
         let from = amqp::connect(&job.from.broker).await?;
-        let taker = broker::open_channel(&job.from.broker, &from).await?;
+        let taker = amqp::open_channel(&from, &job.from.broker).await?;
         bounded(
             &job.from.broker,
             "setting the prefetch",
@@ -120,7 +120,7 @@ impl Session {
         )
         .await?;
         let to = amqp::connect(&job.to.broker).await?;
-        let publisher = broker::open_channel(&job.to.broker, &to).await?;
+        let publisher = amqp::open_channel(&to, &job.to.broker).await?;
         bounded(
             &job.to.broker,
             "enabling publisher confirms",
@@ -143,10 +143,10 @@ impl Session {
             && self.publisher.status().connected())
     }
 
-    async fn close(self) {
-        for connection in [&self.from, &self.to] {
+    async fn close(self, job: &Job) {
+        for (connection, broker) in [(&self.from, &job.from.broker), (&self.to, &job.to.broker)] {
             if connection.status().connected() {
-                let _ = connection.close(200, "OK".into()).await;
+                amqp::close(connection, broker).await;
             }
         }
     }
@@ -193,7 +193,7 @@ pub async fn run(job: &Job) -> Result<VhostOutcome> {
             Ok(session) => {
                 let result = move_all(job, &session, &ledger, &mut routes, &mut state, &bar).await;
                 let lost = session.lost();
-                session.close().await;
+                session.close(job).await;
                 match result {
                     Ok(()) => break,
                     Err(error) if lost => error,

@@ -34,8 +34,9 @@ use lapin::{Confirmation, PublisherConfirm};
 use tokio::sync::mpsc;
 
 use crate::amqp::bounded;
+use crate::amqp::open_channel;
 use crate::exit::broker;
-use crate::moving::broker::{close_quietly, open_channel};
+use crate::moving::broker::close_quietly;
 use crate::moving::classify::{classify, Disposition, PoisonReason};
 use crate::moving::headers;
 use crate::moving::ledger::Ledger;
@@ -89,7 +90,7 @@ impl Level<'_> {
         // A dry run holds every message unacknowledged on a channel of its
         // own, and closing that channel hands them all back to the queue.
         let own = if self.job.dry_run {
-            Some(open_channel(from, &self.session.from).await?)
+            Some(open_channel(&self.session.from, from).await?)
         } else {
             None
         };

@@ -6,10 +6,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Result;
+use indicatif::ProgressBar;
 use lapin::Connection;
 use serde::Serialize;
 
-use crate::cascade::{endpoint_binding_key, Desired, DestinationKind, Role};
+use crate::apply::{self, OpResult, Operation};
+use crate::cascade::{endpoint_binding_key, Binding, Desired, DestinationKind, Role};
 use crate::moving::broker::{self, Refusal};
 use crate::moving::classify::PoisonReason;
 use crate::target::Target;
@@ -127,15 +129,8 @@ impl Routes {
         let result = if self.dry_run {
             self.check(broker, connection, address, destination).await?
         } else {
-            broker::bind(
-                broker,
-                connection,
-                &self.delivery_exchange,
-                address,
-                destination,
-                &key,
-            )
-            .await?
+            self.bind(broker, connection, address, destination, key)
+                .await?
         };
         Ok(match result {
             Ok(()) => RouteOutcome::Bound {
@@ -174,6 +169,34 @@ impl Routes {
                 code: broker::NOT_FOUND,
                 text: format!("{} {address} does not exist", destination.as_str()),
             })
+        })
+    }
+
+    async fn bind(
+        &self,
+        broker: &Target,
+        connection: &Connection,
+        address: &str,
+        destination: DestinationKind,
+        routing_key: String,
+    ) -> Result<Result<(), Refusal>> {
+        let bind = [Operation::Bind(Binding {
+            source: self.delivery_exchange.clone(),
+            destination: address.to_string(),
+            destination_type: destination,
+            routing_key,
+            role: Role::EndpointBinding(address.to_string()),
+        })];
+        let results = apply::apply(connection, broker, &bind, 1, &ProgressBar::hidden()).await;
+        if let Some(error) = apply::connection_failure(&bind, &results) {
+            return Err(error);
+        }
+        Ok(match results.into_iter().next() {
+            Some(OpResult::Refused { code, text }) => Err(Refusal {
+                code: code.unwrap_or(0),
+                text,
+            }),
+            _ => Ok(()),
         })
     }
 }
