@@ -32,7 +32,7 @@ pub async fn run(context: &Context, args: &MigrateArgs) -> Result<Outcome> {
                 cascade: target,
             },
             &args.moving,
-            context.progress,
+            moving::progress(context),
         );
         async move { moving::run(&job).await }
     })

@@ -37,7 +37,7 @@ pub async fn run(context: &Context, args: &TransferArgs) -> Result<Outcome> {
                 cascade: target,
             },
             &args.moving,
-            context.progress,
+            moving::progress(context),
         );
         job.refuse_same_vhost = true;
         async move { moving::run(&job).await }

@@ -91,6 +91,16 @@ impl Job {
     }
 }
 
+/// The progress a move shows: one bar per vhost would interleave on the
+/// terminal, so bars only when there is one vhost.
+pub fn progress(context: &crate::context::Context) -> Progress {
+    if context.targets.len() == 1 {
+        context.progress
+    } else {
+        Progress::off()
+    }
+}
+
 /// Refuses a `--poison-queue` name RabbitMQ would refuse, before connecting.
 pub fn check_poison_queue(name: &str) -> Result<()> {
     match crate::topology::name_problem(name) {
@@ -270,19 +280,15 @@ async fn move_all(
         if counts.iter().all(|&(_, count)| count == 0) {
             return Ok(());
         }
-        for (level, count) in counts.into_iter().filter(|&(_, count)| count > 0) {
-            pump::Level {
-                job,
-                session,
-                ledger,
-                bar,
-                level,
-                queue: job.from.cascade.level_name(level),
-                expected: count,
-            }
-            .drain(routes)
-            .await?;
+        let levels: Vec<(u8, u64)> = counts.into_iter().filter(|&(_, n)| n > 0).collect();
+        pump::Pump {
+            job,
+            session,
+            ledger,
+            bar,
         }
+        .pass(&levels, routes)
+        .await?;
         state.passes += 1;
     }
     if !job.dry_run {

@@ -1,13 +1,16 @@
-//! Drains one source level queue into the target cascade without losing a
-//! message. Two halves run side by side:
+//! Drains the source level queues into the target cascade without losing a
+//! message. Two halves run side by side for a whole pass over the levels:
 //!
-//! - the taker consumes with manual acknowledgement and a bounded prefetch,
-//!   decides each message's fate, publishes it (mandatory, publisher
-//!   confirms) and hands it over, in delivery order;
+//! - the taker consumes one level after the other (highest first) with manual
+//!   acknowledgement and a bounded prefetch, decides each message's fate,
+//!   publishes it (mandatory, publisher confirms) and hands it over, in
+//!   delivery order;
 //! - the settler waits for each confirm in that order; a nack or a return
 //!   sends the message to the poison queue instead (and waits for that
 //!   confirm); only then is the source delivery acknowledged, with one
-//!   multiple ack for a run of settled messages.
+//!   multiple ack for a run of settled messages. Settling in delivery-tag
+//!   order is what makes a multiple ack safe, and lets the taker start on the
+//!   next level while the last confirms of the previous one are on their way.
 //!
 //! Nothing is acknowledged before it is safe elsewhere, so a crash at any
 //! point leaves every unsettled message in the source queue (the broker
@@ -63,6 +66,7 @@ enum Outbound {
 /// it if the target refuses it.
 struct InFlight {
     delivery_tag: u64,
+    level: u8,
     id: Option<String>,
     outbound: Outbound,
     confirm: PublisherConfirm,
@@ -71,22 +75,39 @@ struct InFlight {
     routing_key: String,
 }
 
-/// One level being drained.
-pub struct Level<'a> {
+/// What the taker and the settler share.
+pub struct Pump<'a> {
     pub job: &'a Job,
     pub session: &'a Session,
     pub ledger: &'a Mutex<Ledger>,
     pub bar: &'a ProgressBar,
-    pub level: u8,
-    pub queue: &'a str,
-    /// Ready messages seen when the level was scanned: once that many have
-    /// arrived the level is done for this pass.
-    pub expected: u64,
 }
 
-impl Level<'_> {
-    pub async fn drain(&self, routes: &mut Routes) -> Result<()> {
+impl Pump<'_> {
+    /// One pass: drains each `(level, ready messages seen by the scan)` in
+    /// the order given; once that many have arrived a level is done for this
+    /// pass (later arrivals wait for the next one).
+    pub async fn pass(&self, levels: &[(u8, u64)], routes: &mut Routes) -> Result<()> {
+        let (handover, settling) = mpsc::channel(usize::from(self.job.prefetch));
+        let take = async move {
+            for &(level, expected) in levels {
+                self.drain(level, expected, routes, &handover).await?;
+            }
+            Ok(())
+        };
+        tokio::try_join!(take, self.settle(settling))?;
+        Ok(())
+    }
+
+    async fn drain(
+        &self,
+        level: u8,
+        expected: u64,
+        routes: &mut Routes,
+        handover: &mpsc::Sender<InFlight>,
+    ) -> Result<()> {
         let from = &self.job.from.broker;
+        let queue = self.job.from.cascade.level_name(level);
         // A dry run holds every message unacknowledged on a channel of its
         // own, and closing that channel hands them all back to the queue.
         let own = if self.job.dry_run {
@@ -98,9 +119,9 @@ impl Level<'_> {
         // Exclusive: a second run on the same cascade fails instead of racing this one.
         let consumer = bounded(
             from,
-            &format!("consuming from queue {}", self.queue),
+            &format!("consuming from queue {queue}"),
             channel.basic_consume(
-                self.queue.into(),
+                queue.into(),
                 "".into(),
                 BasicConsumeOptions {
                     exclusive: true,
@@ -110,11 +131,8 @@ impl Level<'_> {
             ),
         )
         .await?;
-        let (handover, settling) = mpsc::channel(usize::from(self.job.prefetch));
-        tokio::try_join!(
-            self.take(consumer, channel, routes, handover),
-            self.settle(settling, channel)
-        )?;
+        self.take(level, expected, consumer, channel, routes, handover)
+            .await?;
         if let Some(channel) = own {
             close_quietly(channel).await;
         }
@@ -123,26 +141,28 @@ impl Level<'_> {
 
     async fn take(
         &self,
+        level: u8,
+        expected: u64,
         mut consumer: lapin::Consumer,
         channel: &Channel,
         routes: &mut Routes,
-        handover: mpsc::Sender<InFlight>,
+        handover: &mpsc::Sender<InFlight>,
     ) -> Result<()> {
         let from = &self.job.from.broker;
+        let queue = self.job.from.cascade.level_name(level);
         let (mut received, mut cancelled) = (0u64, false);
         loop {
             let wait = if cancelled { from.timeout } else { IDLE };
             let drained = match tokio::time::timeout(wait, consumer.next()).await {
                 Ok(Some(Ok(delivery))) => {
                     received += 1;
-                    self.take_one(delivery, routes, &handover).await?;
+                    self.take_one(level, delivery, routes, handover).await?;
                     // All the scan saw: what arrived since waits for the next pass.
-                    received == self.expected
+                    received == expected
                 }
                 Ok(Some(Err(error))) => {
                     return Err(broker(format!(
-                        "consuming from queue {}: {}",
-                        self.queue,
+                        "consuming from queue {queue}: {}",
                         crate::amqp::describe(from, &error)
                     )))
                 }
@@ -150,19 +170,18 @@ impl Level<'_> {
                 Ok(None) => return Ok(()),
                 Err(_) if cancelled => {
                     return Err(broker(format!(
-                        "queue {}: the consumer was not cancelled within {}",
-                        self.queue,
+                        "queue {queue}: the consumer was not cancelled within {}",
                         crate::amqp::seconds(from.timeout)
                     )))
                 }
                 // Quiet for a while (fewer messages than the scan saw: some
                 // expired into the next level): maybe the queue is empty.
-                Err(_) => self.ready_now(channel).await? == 0,
+                Err(_) => self.ready_now(queue, channel).await? == 0,
             };
             if drained && !cancelled {
                 bounded(
                     from,
-                    &format!("cancelling the consumer of queue {}", self.queue),
+                    &format!("cancelling the consumer of queue {queue}"),
                     channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()),
                 )
                 .await?;
@@ -172,12 +191,12 @@ impl Level<'_> {
     }
 
     /// Ready messages in the queue being drained.
-    async fn ready_now(&self, channel: &Channel) -> Result<u32> {
+    async fn ready_now(&self, queue: &str, channel: &Channel) -> Result<u32> {
         let declared = bounded(
             &self.job.from.broker,
-            &format!("counting the messages of queue {}", self.queue),
+            &format!("counting the messages of queue {queue}"),
             channel.queue_declare(
-                self.queue.into(),
+                queue.into(),
                 QueueDeclareOptions {
                     passive: true,
                     ..Default::default()
@@ -192,6 +211,7 @@ impl Level<'_> {
     /// Decides one message's fate and publishes it (a dry run only counts it).
     async fn take_one(
         &self,
+        level: u8,
         delivery: Delivery,
         routes: &mut Routes,
         handover: &mpsc::Sender<InFlight>,
@@ -228,7 +248,7 @@ impl Level<'_> {
             Disposition::Poison(reason) => Outbound::Poison(reason),
         };
         if job.dry_run {
-            self.record(id, &outbound);
+            self.record(level, id, &outbound);
             return Ok(());
         }
         let source_key = delivery.routing_key.as_str();
@@ -249,14 +269,21 @@ impl Level<'_> {
                     .await?
             }
             Outbound::Poison(reason) => {
-                self.publish_poison(&delivery.data, &delivery.properties, source_key, reason)
-                    .await?
+                self.publish_poison(
+                    level,
+                    &delivery.data,
+                    &delivery.properties,
+                    source_key,
+                    reason,
+                )
+                .await?
             }
         };
         let routing_key = source_key.to_string();
         handover
             .send(InFlight {
                 delivery_tag: delivery.delivery_tag,
+                level,
                 id,
                 outbound,
                 confirm,
@@ -269,11 +296,7 @@ impl Level<'_> {
         Ok(())
     }
 
-    async fn settle(
-        &self,
-        mut settling: mpsc::Receiver<InFlight>,
-        channel: &Channel,
-    ) -> Result<()> {
+    async fn settle(&self, mut settling: mpsc::Receiver<InFlight>) -> Result<()> {
         let from = &self.job.from.broker;
         while let Some(first) = settling.recv().await {
             let mut last_tag = self.settle_one(first).await?;
@@ -285,8 +308,10 @@ impl Level<'_> {
             }
             bounded(
                 from,
-                &format!("acknowledging messages of queue {}", self.queue),
-                channel.basic_ack(last_tag, BasicAckOptions { multiple: true }),
+                "acknowledging source messages",
+                self.session
+                    .taker
+                    .basic_ack(last_tag, BasicAckOptions { multiple: true }),
             )
             .await?;
         }
@@ -318,7 +343,13 @@ impl Level<'_> {
             (outbound, None) => outbound,
             (Outbound::Move { .. }, Some(reason)) => {
                 let poison = self
-                    .publish_poison(&item.data, &item.properties, &item.routing_key, &reason)
+                    .publish_poison(
+                        item.level,
+                        &item.data,
+                        &item.properties,
+                        &item.routing_key,
+                        &reason,
+                    )
                     .await?;
                 self.expect_landed(
                     bounded(to, "waiting for the poison queue's confirm", poison).await?,
@@ -332,7 +363,7 @@ impl Level<'_> {
                 )))
             }
         };
-        self.record(item.id, &outbound);
+        self.record(item.level, item.id, &outbound);
         Ok(item.delivery_tag)
     }
 
@@ -346,11 +377,11 @@ impl Level<'_> {
         }
     }
 
-    fn record(&self, id: Option<String>, outbound: &Outbound) {
+    fn record(&self, level: u8, id: Option<String>, outbound: &Outbound) {
         let mut ledger = self.ledger.lock().expect("ledger lock");
         match outbound {
-            Outbound::Move { delivered_now, .. } => ledger.moved(self.level, id, *delivered_now),
-            Outbound::Poison(reason) => ledger.poisoned(self.level, id, reason.kind()),
+            Outbound::Move { delivered_now, .. } => ledger.moved(level, id, *delivered_now),
+            Outbound::Poison(reason) => ledger.poisoned(level, id, reason.kind()),
         }
         let total = ledger.total();
         drop(ledger);
@@ -389,6 +420,7 @@ impl Level<'_> {
 
     async fn publish_poison(
         &self,
+        level: u8,
         data: &[u8],
         properties: &BasicProperties,
         routing_key: &str,
@@ -397,7 +429,7 @@ impl Level<'_> {
         let headers = headers::with_poison_headers(
             properties.headers().as_ref(),
             &reason.to_string(),
-            self.queue,
+            self.job.from.cascade.level_name(level),
             routing_key,
         );
         self.publish(
