@@ -122,14 +122,21 @@ pub(super) fn render(
     let _ = writeln!(
         text,
         "{moved_word} {} and {poisoned_word} {} of {} messages in {seconds:.1} s ({rate:.0} msg/s); \
-         duplicates {} (possible {}), reconnects {}",
+         duplicates {}, reconnects {}",
         total.moved,
         total.poisoned,
         total.found,
         ledger.duplicates,
-        ledger.possible_duplicates,
         state.reconnects
     );
+    if ledger.possible_duplicates > 0 {
+        let _ = writeln!(
+            text,
+            "{} messages were delivered before (an interrupted run, or a dry run): \
+             any of them that an interrupted run had already moved is now in the target twice",
+            ledger.possible_duplicates
+        );
+    }
 
     let levels: Vec<Value> = ledger
         .levels
