@@ -304,7 +304,8 @@ pub fn split_into_lanes(count: usize, lanes: usize) -> Vec<Vec<usize>> {
 
 /// Runs `ops` (independent of each other) over `lanes` channels and returns
 /// one result per operation, in the same order. Callers run dependent
-/// phases one after the other (exchanges and queues, then bindings).
+/// phases one after the other (exchanges and queues, then bindings), on
+/// one `Lanes` so that later phases reuse the channels.
 pub async fn apply(
     connection: &Connection,
     target: &Target,
@@ -312,45 +313,77 @@ pub async fn apply(
     lanes: usize,
     progress: &ProgressBar,
 ) -> Vec<OpResult> {
-    let lanes = split_into_lanes(ops.len(), lanes);
-    let answered = join_all(
-        lanes
-            .into_iter()
-            .map(|lane| run_lane(connection, target, ops, lane, progress)),
-    )
-    .await;
-    let mut results = vec![None; ops.len()];
-    for (index, result) in answered.into_iter().flatten() {
-        results[index] = Some(result);
-    }
-    results
-        .into_iter()
-        .map(|result| result.expect("every lane answers for each of its operations"))
-        .collect()
+    Lanes::new(connection, target, lanes)
+        .apply(ops, progress)
+        .await
 }
 
-/// Runs one lane's operations, pipelined on one channel; after a refusal
+/// A connection's lanes: one channel each, opened when first needed and
+/// kept for the next phase unless a refusal closed it.
+pub struct Lanes<'a> {
+    connection: &'a Connection,
+    target: &'a Target,
+    channels: Vec<Option<Channel>>,
+}
+
+impl<'a> Lanes<'a> {
+    pub fn new(connection: &'a Connection, target: &'a Target, lanes: usize) -> Lanes<'a> {
+        Lanes {
+            connection,
+            target,
+            channels: (0..lanes.max(1)).map(|_| None).collect(),
+        }
+    }
+
+    /// Runs one phase; see [`apply`].
+    pub async fn apply(&mut self, ops: &[Operation], progress: &ProgressBar) -> Vec<OpResult> {
+        let split = split_into_lanes(ops.len(), self.channels.len());
+        let (connection, target) = (self.connection, self.target);
+        let answered = join_all(
+            self.channels
+                .iter_mut()
+                .zip(split)
+                .map(|(channel, lane)| run_lane(connection, target, channel, ops, lane, progress)),
+        )
+        .await;
+        let mut results = vec![None; ops.len()];
+        for (index, result) in answered.into_iter().flatten() {
+            results[index] = Some(result);
+        }
+        results
+            .into_iter()
+            .map(|result| result.expect("every lane answers for each of its operations"))
+            .collect()
+    }
+}
+
+/// Runs one lane's operations, pipelined on its channel; after a refusal
 /// the unanswered rest goes again on a new channel.
 async fn run_lane(
     connection: &Connection,
     target: &Target,
+    slot: &mut Option<Channel>,
     ops: &[Operation],
     mut pending: Vec<usize>,
     progress: &ProgressBar,
 ) -> Vec<(usize, OpResult)> {
     let mut results = Vec::with_capacity(pending.len());
     while !pending.is_empty() {
-        let channel = match amqp::open_channel(connection, target).await {
-            Ok(channel) => channel,
-            Err(error) => {
-                let reason = format!("{error:#}");
-                progress.inc(pending.len() as u64);
-                results.extend(pending.drain(..).map(|index| {
-                    let reason = reason.clone();
-                    (index, OpResult::Unanswered { reason })
-                }));
-                break;
-            }
+        let reusable = slot.take().filter(|c| c.status().connected());
+        let channel = match reusable {
+            Some(channel) => channel,
+            None => match amqp::open_channel(connection, target).await {
+                Ok(channel) => channel,
+                Err(error) => {
+                    let reason = format!("{error:#}");
+                    progress.inc(pending.len() as u64);
+                    results.extend(pending.drain(..).map(|index| {
+                        let reason = reason.clone();
+                        (index, OpResult::Unanswered { reason })
+                    }));
+                    break;
+                }
+            },
         };
         // join_all polls every future once before awaiting any: each sends
         // its frame on that first poll, so the whole lane is in flight.
@@ -397,6 +430,9 @@ async fn run_lane(
             };
             progress.inc(1);
             results.push((index, result));
+        }
+        if !channel_closed && lane_broken.is_none() {
+            *slot = Some(channel);
         }
         pending = rerun;
     }

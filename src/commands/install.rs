@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
 use crate::amqp;
-use crate::apply::{self, OpResult, Operation};
+use crate::apply::{self, Lanes, OpResult, Operation};
 use crate::cascade::{Desired, Role};
 use crate::commands::fanout::{self, VhostOutcome};
 use crate::context::Context;
@@ -69,9 +69,10 @@ async fn install_vhost(
         "install",
     );
     let mut applied = Applied::default();
+    let mut lanes = Lanes::new(&connection, &target, apply::DEFAULT_LANES);
     // Bindings need their exchanges and queues: two phases, each all at once.
     for phase in [&plan.declarations, &plan.bindings] {
-        let results = apply::apply(&connection, &target, phase, apply::DEFAULT_LANES, &bar).await;
+        let results = lanes.apply(phase, &bar).await;
         if let Some(error) = apply::connection_failure(phase, &results) {
             return Err(error);
         }
