@@ -302,10 +302,10 @@ pub fn split_into_lanes(count: usize, lanes: usize) -> Vec<Vec<usize>> {
     split
 }
 
-/// Runs `ops` (independent of each other) over `lanes` channels and returns
-/// one result per operation, in the same order. Callers run dependent
-/// phases one after the other (exchanges and queues, then bindings), on
-/// one `Lanes` so that later phases reuse the channels.
+/// Runs `ops` (independent of each other) over `lanes` new channels of
+/// `connection` and returns one result per operation, in the same order.
+/// Callers run dependent phases one after the other (exchanges and queues,
+/// then bindings); a [`Session`] does so without reopening channels.
 pub async fn apply(
     connection: &Connection,
     target: &Target,
@@ -313,48 +313,76 @@ pub async fn apply(
     lanes: usize,
     progress: &ProgressBar,
 ) -> Vec<OpResult> {
-    Lanes::new(connection, target, lanes)
-        .apply(ops, progress)
-        .await
+    let mut channels = (0..lanes.max(1)).map(|_| None).collect::<Vec<_>>();
+    run_phase(connection, target, &mut channels, ops, progress).await
 }
 
-/// A connection's lanes: one channel each, opened when first needed and
-/// kept for the next phase unless a refusal closed it.
-pub struct Lanes<'a> {
-    connection: &'a Connection,
-    target: &'a Target,
+/// An AMQP connection with its lanes: one channel each, opened together
+/// with the connection and kept from one phase to the next unless a
+/// refusal closed it.
+pub struct Session {
+    connection: Connection,
+    target: Target,
     channels: Vec<Option<Channel>>,
 }
 
-impl<'a> Lanes<'a> {
-    pub fn new(connection: &'a Connection, target: &'a Target, lanes: usize) -> Lanes<'a> {
-        Lanes {
+impl Session {
+    /// Connects (bounded, exit 3 on failure) and opens `lanes` channels at
+    /// once; a channel that fails to open is retried when first needed.
+    pub async fn open(target: &Target, lanes: usize) -> anyhow::Result<Session> {
+        let connection = amqp::connect(target).await?;
+        let channels = join_all((0..lanes.max(1)).map(|_| amqp::open_channel(&connection, target)))
+            .await
+            .into_iter()
+            .map(Result::ok)
+            .collect();
+        Ok(Session {
             connection,
-            target,
-            channels: (0..lanes.max(1)).map(|_| None).collect(),
-        }
+            target: target.clone(),
+            channels,
+        })
     }
 
     /// Runs one phase; see [`apply`].
     pub async fn apply(&mut self, ops: &[Operation], progress: &ProgressBar) -> Vec<OpResult> {
-        let split = split_into_lanes(ops.len(), self.channels.len());
-        let (connection, target) = (self.connection, self.target);
-        let answered = join_all(
-            self.channels
-                .iter_mut()
-                .zip(split)
-                .map(|(channel, lane)| run_lane(connection, target, channel, ops, lane, progress)),
+        run_phase(
+            &self.connection,
+            &self.target,
+            &mut self.channels,
+            ops,
+            progress,
         )
-        .await;
-        let mut results = vec![None; ops.len()];
-        for (index, result) in answered.into_iter().flatten() {
-            results[index] = Some(result);
-        }
-        results
-            .into_iter()
-            .map(|result| result.expect("every lane answers for each of its operations"))
-            .collect()
+        .await
     }
+
+    pub async fn close(self) {
+        amqp::close(&self.connection, &self.target).await;
+    }
+}
+
+async fn run_phase(
+    connection: &Connection,
+    target: &Target,
+    channels: &mut [Option<Channel>],
+    ops: &[Operation],
+    progress: &ProgressBar,
+) -> Vec<OpResult> {
+    let split = split_into_lanes(ops.len(), channels.len());
+    let answered = join_all(
+        channels
+            .iter_mut()
+            .zip(split)
+            .map(|(channel, lane)| run_lane(connection, target, channel, ops, lane, progress)),
+    )
+    .await;
+    let mut results = vec![None; ops.len()];
+    for (index, result) in answered.into_iter().flatten() {
+        results[index] = Some(result);
+    }
+    results
+        .into_iter()
+        .map(|result| result.expect("every lane answers for each of its operations"))
+        .collect()
 }
 
 /// Runs one lane's operations, pipelined on its channel; after a refusal
