@@ -9,9 +9,13 @@ pub mod commands;
 pub mod context;
 pub mod diff;
 pub mod exit;
+pub mod findings_view;
+pub mod health;
 pub mod mgmt;
 pub mod observe;
 pub mod progress;
 pub mod report;
 pub mod target;
+#[cfg(test)]
+mod test_fixtures;
 pub mod topology;

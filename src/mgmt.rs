@@ -57,6 +57,29 @@ impl Management {
         let path = path.into();
         let path = path.as_str();
         let response = self.send(reqwest::Method::GET, path, None).await?;
+        self.decode(path, response).await
+    }
+
+    /// GET /api/{path} where the user may lack the tag it needs (feature
+    /// flags need `administrator`, nodes `monitoring`): `None` when refused
+    /// with 401/403, so that a monitoring user can still check the rest.
+    pub async fn get_if_permitted<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>> {
+        let response = self.request(reqwest::Method::GET, path, None).await?;
+        if matches!(
+            response.status(),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        ) {
+            return Ok(None);
+        }
+        let response = self.checked(path, response).await?;
+        self.decode(path, response).await.map(Some)
+    }
+
+    async fn decode<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        response: reqwest::Response,
+    ) -> Result<T> {
         let body = response
             .bytes()
             .await
@@ -76,6 +99,17 @@ impl Management {
     }
 
     async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<reqwest::Response> {
+        let response = self.request(method, path, body).await?;
+        self.checked(path, response).await
+    }
+
+    /// Sends a request; any answer is Ok, whatever its status.
+    async fn request(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -108,6 +142,11 @@ impl Management {
             };
             self.failure(path, &reason)
         })?;
+        Ok(response)
+    }
+
+    /// The answer if it is a success, else an error that says why in words.
+    async fn checked(&self, path: &str, response: reqwest::Response) -> Result<reqwest::Response> {
         match response.status() {
             status if status.is_success() => Ok(response),
             StatusCode::UNAUTHORIZED => Err(self.failure(

@@ -2,7 +2,10 @@
 
 pub mod fanout;
 pub mod install;
+pub mod plan;
+pub mod probe;
 pub mod render;
+pub mod verify;
 
 use anyhow::Result;
 use clap::CommandFactory;
@@ -18,6 +21,13 @@ pub fn run(cli: &Cli) -> Result<Option<Outcome>> {
         clap_complete::generate(*shell, &mut command, "delaytopo", &mut std::io::stdout());
         return Ok(None);
     }
+    if cli.global.output == crate::cli::Output::Prometheus
+        && !matches!(cli.command, Command::Verify(_))
+    {
+        return Err(crate::exit::bad_input(
+            "--output prometheus: only `verify` has metrics; use text or json",
+        ));
+    }
     let context = Context::load(&cli.global)?;
     if let Command::Render = &cli.command {
         return render::run(&context).map(Some);
@@ -30,10 +40,13 @@ pub fn run(cli: &Cli) -> Result<Option<Outcome>> {
         .map(Some)
 }
 
-async fn run_broker_command(command: &Command, _context: &Context) -> Result<Outcome> {
+async fn run_broker_command(command: &Command, context: &Context) -> Result<Outcome> {
     match command {
+        Command::Verify(args) => verify::run(context, args).await,
+        Command::Plan => plan::run(context).await,
+        Command::Probe(args) => probe::run(context, args).await,
         Command::Completions { .. } | Command::Render => unreachable!("handled without a broker"),
-        Command::Install => install::run(_context).await,
+        Command::Install => install::run(context).await,
         other => Err(crate::exit::bad_input(format!(
             "{other:?} is not implemented yet"
         ))),
