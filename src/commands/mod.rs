@@ -2,6 +2,7 @@
 
 pub mod fanout;
 pub mod render;
+pub mod teardown;
 
 use anyhow::Result;
 use clap::CommandFactory;
@@ -29,8 +30,9 @@ pub fn run(cli: &Cli) -> Result<Option<Outcome>> {
         .map(Some)
 }
 
-async fn run_broker_command(command: &Command, _context: &Context) -> Result<Outcome> {
+async fn run_broker_command(command: &Command, context: &Context) -> Result<Outcome> {
     match command {
+        Command::Teardown(args) => teardown::run(context, args).await,
         Command::Completions { .. } | Command::Render => unreachable!("handled without a broker"),
         other => Err(crate::exit::bad_input(format!(
             "{other:?} is not implemented yet"
