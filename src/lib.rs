@@ -2,6 +2,7 @@
 //! tests and benchmarks reuse the same naming and routing-key code.
 
 pub mod amqp;
+pub mod apply;
 pub mod cascade;
 pub mod cli;
 pub mod commands;

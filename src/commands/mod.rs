@@ -1,6 +1,7 @@
 //! One file per command, each a short script over the parts in the crate root.
 
 pub mod fanout;
+pub mod install;
 pub mod render;
 pub mod teardown;
 
@@ -34,6 +35,7 @@ async fn run_broker_command(command: &Command, context: &Context) -> Result<Outc
     match command {
         Command::Teardown(args) => teardown::run(context, args).await,
         Command::Completions { .. } | Command::Render => unreachable!("handled without a broker"),
+        Command::Install => install::run(_context).await,
         other => Err(crate::exit::bad_input(format!(
             "{other:?} is not implemented yet"
         ))),
