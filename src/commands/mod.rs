@@ -35,7 +35,7 @@ async fn run_broker_command(command: &Command, context: &Context) -> Result<Outc
     match command {
         Command::Teardown(args) => teardown::run(context, args).await,
         Command::Completions { .. } | Command::Render => unreachable!("handled without a broker"),
-        Command::Install => install::run(_context).await,
+        Command::Install => install::run(context).await,
         other => Err(crate::exit::bad_input(format!(
             "{other:?} is not implemented yet"
         ))),

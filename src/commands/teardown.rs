@@ -36,7 +36,6 @@
 //!   would drop them, so those must be empty (checked the same way) unless
 //!   `--force`.
 
-mod operations;
 mod plan;
 
 use std::time::{Duration, Instant};
@@ -47,6 +46,7 @@ use lapin::Connection;
 use serde_json::{json, Value};
 
 use crate::amqp;
+use crate::apply::{apply, binding_label, OpResult, Operation, DEFAULT_LANES};
 use crate::cascade::Desired;
 use crate::cli::TeardownArgs;
 use crate::commands::fanout::{each_target, VhostOutcome};
@@ -58,7 +58,6 @@ use crate::progress::Progress;
 use crate::report::Outcome;
 use crate::target::{encode_vhost, Target};
 
-use operations::{apply, OpResult, Operation, DEFAULT_LANES};
 use plan::{Holding, LevelQueue, Plan};
 
 /// Time given to a dead-letter hop in flight at the first check to land in
@@ -395,7 +394,7 @@ impl Run<'_> {
         for b in &with_arguments {
             report.warnings.push(format!(
                 "kept {}: it has binding arguments",
-                operations::binding_label(&plan::binding(b))
+                binding_label(&plan::binding(b))
             ));
         }
         let unbinds: Vec<Operation> = plain
@@ -442,7 +441,20 @@ impl Run<'_> {
             }
         }
         report.removed_bindings = plain.into_iter().cloned().collect();
-        report.kept = safe;
+        for (queue, holding) in &endangered {
+            report.warnings.push(format!(
+                "{} in {} will be dropped when {} (--force: it does not \
+                 keep messages it cannot route onward)",
+                messages(holding.total()),
+                queue.name,
+                if holding.total() == 1 {
+                    "it expires"
+                } else {
+                    "they expire"
+                }
+            ));
+        }
+        report.kept = safe.into_iter().chain(endangered).collect();
         Ok(())
     }
 }

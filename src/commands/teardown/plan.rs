@@ -7,7 +7,7 @@ use crate::cascade::{level_ttl_ms, Arguments, Binding, Desired, DestinationKind,
 use crate::observe::{Observed, ObservedBinding, ObservedQueue};
 use crate::topology::ArgValue;
 
-use super::operations::Operation;
+use crate::apply::Operation;
 
 /// One level queue that exists on the broker.
 #[derive(Debug, Clone, PartialEq)]
