@@ -715,3 +715,94 @@ fn plural(count: usize) -> &'static str {
         "s"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn level(level: u8) -> LevelQueue {
+        LevelQueue {
+            level,
+            name: format!("nsb.v2.delay-level-{level:02}"),
+            at_least_once: true,
+            ttl_ms: 1000 << level,
+        }
+    }
+
+    #[test]
+    fn a_refusal_lists_each_level_and_the_total() {
+        let report = Report {
+            refusal: Some(Refusal {
+                reason: "level queues hold delayed messages".into(),
+                levels: vec![
+                    (
+                        level(11),
+                        Holding {
+                            ready_now: 2,
+                            ..Holding::default()
+                        },
+                    ),
+                    (
+                        level(0),
+                        Holding {
+                            statistics_messages: 1,
+                            dead_letter_backlog: 1,
+                            ..Holding::default()
+                        },
+                    ),
+                ],
+                restored: false,
+            }),
+            ..Report::default()
+        };
+        let outcome = report.finish("v");
+        assert!(!outcome.ok);
+        assert!(
+            outcome.text.contains("nothing was changed"),
+            "{}",
+            outcome.text
+        );
+        assert!(outcome
+            .text
+            .contains("level 11  nsb.v2.delay-level-11  2 messages (2 ready)"));
+        assert!(outcome
+            .text
+            .contains("1 message (1 in the dead-letter backlog"));
+        assert!(outcome.text.contains("3 messages in 2 levels"));
+        assert_eq!(outcome.json["refused"]["total"], 3);
+        assert_eq!(
+            outcome.json["refused"]["levels"][1]["dead_letter_backlog"],
+            1
+        );
+        assert_eq!(outcome.json["discarded"]["total"], 0);
+    }
+
+    #[test]
+    fn a_forced_delete_reports_what_it_discarded() {
+        let report = Report {
+            removed_exchanges: vec!["a".into(), "b".into()],
+            removed_queues: vec!["a".into()],
+            discarded: vec![(level(3), 2), (level(5), 1)],
+            ..Report::default()
+        };
+        let outcome = report.finish("v");
+        assert!(outcome.ok);
+        assert!(outcome
+            .text
+            .contains("removed 2 exchanges, 1 queue and 0 bindings"));
+        assert!(outcome.text.contains("discarded 3 messages in total"));
+        assert_eq!(outcome.json["discarded"]["levels"][0]["messages"], 2);
+        assert_eq!(outcome.json["mode"], "delete");
+    }
+
+    #[test]
+    fn messages_lost_without_force_are_not_ok() {
+        let report = Report {
+            removed_queues: vec!["a".into()],
+            discarded: vec![(level(3), 1)],
+            lost_unforced: true,
+            ..Report::default()
+        };
+        assert!(!report.finish("v").ok);
+    }
+}
