@@ -264,35 +264,34 @@ fn force_deletes_and_reports_what_it_discarded() {
         .stdout(predicate::str::contains("discarded 1 message in total"));
 }
 
+/// `delaytopo` aimed at the vhost, with a management API that does not answer.
+fn without_management(vhost: &TestVhost) -> assert_cmd::Command {
+    let mut command = assert_cmd::Command::cargo_bin("delaytopo").unwrap();
+    command
+        .env_remove("DELAYTOPO_MANAGEMENT_URL")
+        .arg("-f")
+        .arg(vhost.topology_path())
+        .args(["--url", &vhost.url()])
+        .args(["--management-url", "http://127.0.0.1:1", "--timeout", "5"])
+        .arg("--no-progress")
+        .timeout(Duration::from_secs(60));
+    command
+}
+
 #[test]
 fn teardown_needs_the_management_api_unless_forced() {
     let vhost = TestVhost::new("teardown-no-management");
     install(&vhost, WITH_SALES);
-    vhost
-        .delaytopo()
-        .args([
-            "--management-url",
-            "http://127.0.0.1:1",
-            "--timeout",
-            "5",
-            "teardown",
-        ])
+    without_management(&vhost)
+        .arg("teardown")
         .assert()
         .code(3)
         .stderr(predicate::str::contains(
             "teardown needs the management API",
         ));
     assert_eq!(names(&vhost, "queues").len(), 29);
-    vhost
-        .delaytopo()
-        .args([
-            "--management-url",
-            "http://127.0.0.1:1",
-            "--timeout",
-            "5",
-            "teardown",
-            "--force",
-        ])
+    without_management(&vhost)
+        .args(["teardown", "--force"])
         .assert()
         .success()
         .stdout(predicate::str::contains("warning"));
@@ -361,7 +360,7 @@ async fn publish_until(
 fn a_message_published_while_teardown_runs_is_never_lost() {
     // The publisher starts at different moments of the teardown, so that
     // runs hit the first check, the window before the stop, and the stop.
-    for start_after_ms in [0u64, 60, 120, 180, 240, 300] {
+    for start_after_ms in [0u64, 60, 120, 180, 240, 300, 450, 600] {
         let vhost = TestVhost::new("teardown-race");
         let desired = install(&vhost, WITH_SALES);
         let route = desired.route(3600, "Sales").unwrap();
@@ -382,7 +381,13 @@ fn a_message_published_while_teardown_runs_is_never_lost() {
             .args(["-o", "json", "teardown"])
             .output()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(100));
+        // Let the publisher try at least once after the teardown, then stop it.
+        let tried =
+            |t: &Tally| t.accepted.load(Ordering::SeqCst) + t.refused.load(Ordering::SeqCst);
+        let after_teardown = tried(&tally);
+        vhost.wait_for(Duration::from_secs(10), || {
+            (tried(&tally) > after_teardown).then_some(())
+        });
         stop.store(true, Ordering::SeqCst);
         runtime.block_on(publisher).unwrap();
         let report = stdout_json(&output);
