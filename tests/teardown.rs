@@ -201,6 +201,8 @@ fn teardown_refuses_on_a_jam_only_the_management_api_sees() {
     assert_eq!(level["level"], 0);
     assert_eq!(level["ready"], 0);
     assert_eq!(level["dead_letter_backlog"], 1);
+    // The statistics' `messages` count the backlog too: one message, not two.
+    assert_eq!(level["messages"], 1);
     assert_eq!(shape(&vhost), before);
 }
 
@@ -296,6 +298,13 @@ fn teardown_needs_the_management_api_unless_forced() {
         .success()
         .stdout(predicate::str::contains("warning"));
     assert_eq!(names(&vhost, "queues"), vec!["Sales"]);
+    // Deleting a missing exchange or queue succeeds on the broker, so the
+    // second run finds out by passive declares that nothing is left.
+    without_management(&vhost)
+        .args(["teardown", "--force"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("nothing to remove"));
 }
 
 /// What a publisher saw: confirmed and routed, or refused (404, returned, nacked).

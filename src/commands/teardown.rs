@@ -145,24 +145,32 @@ async fn teardown(
         management: management.as_ref().map(|(m, _)| m),
         bar: &bar,
     };
-    let run = Run {
-        first_statistics: statistics.map(|o| {
-            plan.queues
-                .iter()
-                .map(|q| Holding::from_statistics(o.queues.get(&q.name)))
-                .collect()
-        }),
-        plan: &plan,
-        looks: &looks,
-        options,
-    };
-    let result = if options.unbind_only {
-        run.unbind_only(&mut report).await
+    let mut plan = plan;
+    if management.is_none() {
+        // Deleting a missing exchange or queue succeeds, so only what a
+        // passive declare finds is reported as removed.
+        looks.narrow_to_present(&mut plan).await?;
+    }
+    let result = if plan.is_empty() {
+        Ok(())
     } else {
-        run.delete(&mut report).await
+        Run {
+            first_statistics: statistics.map(|o| {
+                plan.queues
+                    .iter()
+                    .map(|q| Holding::from_statistics(o.queues.get(&q.name)))
+                    .collect()
+            }),
+            plan: &plan,
+            looks: &looks,
+            options,
+        }
+        .go(&mut report)
+        .await
     };
     bar.finish_and_clear();
-    let _ = amqp::bounded(&target, "closing", connection.close(200, "done".into())).await;
+    // The work is done: a slow close-ok must not hold the result back.
+    let _ = tokio::time::timeout(Duration::from_secs(2), amqp::close(&connection, &target)).await;
     result?;
     Ok(report.finish(&target.vhost))
 }
@@ -179,6 +187,34 @@ impl Looks<'_> {
     async fn run(&self, ops: &[Operation], lanes: usize) -> Vec<OpResult> {
         self.bar.inc_length(ops.len() as u64);
         apply(self.connection, self.target, ops, lanes, self.bar).await
+    }
+
+    /// Keeps in `plan` only the exchanges and queues a passive declare finds.
+    async fn narrow_to_present(&self, plan: &mut Plan) -> Result<()> {
+        let ops: Vec<Operation> = plan
+            .exchanges
+            .iter()
+            .map(|e| Operation::InspectExchange(e.name.clone()))
+            .chain(
+                plan.queues
+                    .iter()
+                    .map(|q| Operation::InspectQueue(q.name.clone())),
+            )
+            .collect();
+        let answers = self.run(&ops, DEFAULT_LANES).await;
+        let mut found = Vec::with_capacity(ops.len());
+        for (op, answer) in ops.iter().zip(&answers) {
+            match answer {
+                OpResult::Done { .. } => found.push(true),
+                OpResult::Refused {
+                    code: Some(404), ..
+                } => found.push(false),
+                other => return Err(failure(op, other)),
+            }
+        }
+        let (exchanges, queues) = found.split_at(plan.exchanges.len());
+        plan.retain_present(exchanges, queues);
+        Ok(())
     }
 
     /// What every queue holds now: the AMQP ready count and, when the
@@ -251,6 +287,14 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    async fn go(&self, report: &mut Report) -> Result<()> {
+        if self.options.unbind_only {
+            self.unbind_only(report).await
+        } else {
+            self.delete(report).await
+        }
+    }
+
     /// The first check: AMQP counts now, merged with the observation's statistics.
     async fn first_holdings(&self) -> Result<Vec<(LevelQueue, Holding)>> {
         let first = self

@@ -119,6 +119,18 @@ impl Plan {
         }
     }
 
+    /// Keeps only the exchanges and queues found (by AMQP, without the
+    /// management API), and the bindings of the exchanges kept.
+    pub fn retain_present(&mut self, exchange_found: &[bool], queue_found: &[bool]) {
+        let mut found = exchange_found.iter();
+        self.exchanges.retain(|_| *found.next().unwrap_or(&false));
+        let mut found = queue_found.iter();
+        self.queues.retain(|_| *found.next().unwrap_or(&false));
+        let exchanges = &self.exchanges;
+        self.recorded
+            .retain(|b| exchanges.iter().any(|e| e.name == b.source));
+    }
+
     pub fn is_empty(&self) -> bool {
         self.exchanges.is_empty() && self.queues.is_empty() && self.foreign_inflow.is_empty()
     }
@@ -471,6 +483,22 @@ mod tests {
         assert_eq!(plan.queues.len(), 1);
         assert_eq!(plan.queues[0].level, 1);
         assert!(Plan::observed(&d, &Observed::default()).is_empty());
+    }
+
+    #[test]
+    fn an_assumed_plan_keeps_what_amqp_found() {
+        let d = desired("endpoints:\n  - address: Sales\n");
+        let mut plan = Plan::assumed(&d);
+        assert_eq!(plan.recorded.len(), 57);
+        let mut exchanges = vec![false; 29];
+        exchanges[28] = true; // only the delivery exchange
+        let mut queues = vec![false; 28];
+        queues[0] = true; // only level 27
+        plan.retain_present(&exchanges, &queues);
+        assert_eq!(plan.exchanges.len(), 1);
+        assert_eq!(plan.queues[0].level, 27);
+        assert_eq!(plan.recorded.len(), 1);
+        assert_eq!(plan.recorded[0].destination, "Sales");
     }
 
     #[test]
