@@ -35,6 +35,44 @@ fn install(vhost: &TestVhost, yaml: &str) -> Desired {
     desired
 }
 
+/// Bindings the topology does not list, that a restore must put back too:
+/// a stray to a foreign queue (with arguments), an application's own endpoint
+/// binding, and foreign exchanges into the delivery exchange and a level queue.
+fn add_extras(vhost: &TestVhost, desired: &Desired) {
+    let v = encode(&vhost.name);
+    vhost.declare_queue("audit", serde_json::json!({}));
+    vhost.declare_queue("Billing", serde_json::json!({}));
+    vhost.declare_exchange("legacy", "topic");
+    let bind = |source: &str, kind: &str, destination: &str, key: &str, arguments: Value| {
+        api(
+            reqwest::Method::POST,
+            &format!(
+                "bindings/{v}/e/{}/{kind}/{}",
+                encode(source),
+                encode(destination)
+            ),
+            Some(serde_json::json!({"routing_key": key, "arguments": arguments})),
+        );
+    };
+    let delivery = &desired.delivery_exchange;
+    bind(
+        desired.level_name(3),
+        "q",
+        "audit",
+        "#",
+        serde_json::json!({"x-note": "audit"}),
+    );
+    bind(delivery, "q", "Billing", "#.Billing", serde_json::json!({}));
+    bind("legacy", "e", delivery, "#", serde_json::json!({}));
+    bind(
+        "legacy",
+        "q",
+        desired.level_name(5),
+        "x",
+        serde_json::json!({}),
+    );
+}
+
 /// Publishes one message delayed by `delay` seconds for Sales; returns the level queue it waits in.
 fn park(vhost: &TestVhost, desired: &Desired, delay: u64) -> String {
     let route = desired.route(delay, "Sales").unwrap();
@@ -266,6 +304,36 @@ fn force_deletes_and_reports_what_it_discarded() {
         .stdout(predicate::str::contains("discarded 1 message in total"));
 }
 
+#[test]
+fn teardown_restores_and_refuses_when_its_checks_outlast_the_shortest_ttl() {
+    let vhost = TestVhost::new("teardown-slow");
+    let desired = install(&vhost, WITH_SALES);
+    add_extras(&vhost, &desired);
+    // A policy shortens every level's TTL to 50 ms: no teardown checks that fast.
+    api(
+        reqwest::Method::PUT,
+        &format!("policies/{}/short", encode(&vhost.name)),
+        Some(
+            serde_json::json!({"pattern": "^nsb\\.", "apply-to": "queues",
+                                "definition": {"message-ttl": 50}}),
+        ),
+    );
+    let level_0 = desired.level_name(0).to_string();
+    let applied = vhost.wait_for(Duration::from_secs(30), || {
+        let info = vhost.queue_info(&level_0);
+        (info["effective_policy_definition"]["message-ttl"] == 50).then_some(())
+    });
+    assert!(applied.is_some(), "the policy never showed");
+    let before = shape(&vhost);
+    let report = teardown_json(&vhost, &["teardown"], 1);
+    assert_eq!(report["refused"]["restored"], true, "{report}");
+    assert!(report["refused"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("shortest level TTL"));
+    assert_eq!(shape(&vhost), before);
+}
+
 /// `delaytopo` aimed at the vhost, with a management API that does not answer.
 fn without_management(vhost: &TestVhost) -> assert_cmd::Command {
     let mut command = assert_cmd::Command::cargo_bin("delaytopo").unwrap();
@@ -372,6 +440,7 @@ fn a_message_published_while_teardown_runs_is_never_lost() {
     for start_after_ms in [0u64, 60, 120, 180, 240, 300, 450, 600] {
         let vhost = TestVhost::new("teardown-race");
         let desired = install(&vhost, WITH_SALES);
+        add_extras(&vhost, &desired);
         let route = desired.route(3600, "Sales").unwrap();
         let before = shape(&vhost);
         let stop = Arc::new(AtomicBool::new(false));
@@ -407,6 +476,8 @@ fn a_message_published_while_teardown_runs_is_never_lost() {
                 // Deleted: nothing may have been accepted into the cascade.
                 assert_eq!(accepted, 0, "start {start_after_ms} ms: {report}");
                 assert!(refused > 0, "the publisher never ran: {report}");
+                assert_eq!(names(&vhost, "queues"), vec!["Billing", "Sales", "audit"]);
+                assert_eq!(names(&vhost, "exchanges"), vec!["legacy"]);
             }
             Some(1) => {
                 // Refused: every accepted message is in its level queue, and
