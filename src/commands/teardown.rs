@@ -16,7 +16,10 @@
 //!   level queue are unbound in the same phase. Every binding touching the
 //!   cascade's exchanges was recorded from the observation first, so a
 //!   refusal after this point puts back exactly what was there (properties,
-//!   strays and endpoint bindings the topology does not list included).
+//!   strays and endpoint bindings the topology does not list included;
+//!   bindings with arguments, which the AMQP executor does not carry, go
+//!   back through the management API). Exchanges come back downstream
+//!   first, each with its bindings right after it on the same channel.
 //! - Once the exchanges are gone, a message that expires has nowhere to go
 //!   and moves into its queue's dead-letter backlog, out of sight of the
 //!   AMQP count. A message that arrived after the first check cannot have
@@ -34,7 +37,10 @@
 //!   expiring messages in their backlog until the bindings return, but
 //!   at-most-once queues (classic, v1, or an `overflow: drop-head` policy)
 //!   would drop them, so those must be empty (checked the same way) unless
-//!   `--force`.
+//!   `--force`. Bindings with arguments are kept there, with a warning.
+//! - Without the management API only `--force` goes ahead, by name; since
+//!   deleting a missing exchange or queue succeeds, passive declares find
+//!   first what is really there, so a second run reports nothing removed.
 
 mod plan;
 
@@ -452,7 +458,7 @@ impl Run<'_> {
                 .map(|b| Operation::Bind(plan::binding(b)))
                 .collect()
         };
-        let answers = looks.run(&unbinds, 1).await;
+        let answers = looks.run(&unbinds, DEFAULT_LANES).await;
         if let Some(error) = first_failure(&unbinds, &answers, &[]) {
             put_back(looks, &rebinds()).await?;
             return Err(error.context("unbinding failed; the bindings were put back"));
