@@ -24,11 +24,15 @@
 //!   and moves into its queue's dead-letter backlog, out of sight of the
 //!   AMQP count. A message that arrived after the first check cannot have
 //!   expired before the final one if the two are less than the shortest
-//!   level TTL apart (1 s for level 0): that window is measured, and a
-//!   longer one restores and refuses rather than guess.
+//!   TTL of a level whose next hop is gone apart: that window is measured,
+//!   and a longer one restores and refuses rather than guess. The delivery
+//!   exchange is no way into a level queue, so it is deleted last, with the
+//!   queues: level 0 keeps delivering meanwhile, and the bound is level 1's
+//!   2 s rather than level 0's 1 s (room for about 150 ms of round trip).
 //! - A dead-letter hop in flight at the first check (a message that just
 //!   expired, on its way to the next level) is given a short pause to land
-//!   before the exchanges go; it then sits ready in the next level queue.
+//!   before the exchanges go (the first check's own round trips count
+//!   towards it); it then sits ready in the next level queue.
 //! - What this cannot see: a jam younger than the statistics interval (about
 //!   5 s), and a message published straight into a level queue through the
 //!   default exchange between the final check and the delete. The second is
@@ -329,7 +333,8 @@ impl Run<'_> {
                 });
                 return Ok(());
             }
-            tokio::time::sleep(SETTLE).await;
+            // The first check's own round trips already gave hops time to land.
+            tokio::time::sleep(SETTLE.saturating_sub(started.elapsed())).await;
         }
 
         let stop = plan.stop_inflow();
@@ -372,7 +377,18 @@ impl Run<'_> {
             .iter()
             .map(|q| Operation::DeleteQueue(q.name.clone()))
             .collect();
-        let answers = looks.run(&deletes, DEFAULT_LANES).await;
+        let mut finish = deletes.clone();
+        // Nothing reaches a level queue through the delivery exchange, so it
+        // goes with the queues; until now level 0 delivered through it.
+        if let Some(delivery) = plan.delivery_exchange() {
+            finish.push(Operation::DeleteExchange(delivery.name.clone()));
+        }
+        let answers = looks.run(&finish, DEFAULT_LANES).await;
+        if let Some(error) =
+            first_failure(&finish[deletes.len()..], &answers[deletes.len()..], &[404])
+        {
+            return Err(error.context("the level queues are deleted; run teardown again to finish"));
+        }
         report.removed_exchanges = plan.exchanges.iter().map(|e| e.name.clone()).collect();
         report.removed_bindings = plan
             .recorded
@@ -776,6 +792,7 @@ mod tests {
             name: format!("nsb.v2.delay-level-{level:02}"),
             at_least_once: true,
             ttl_ms: 1000 << level,
+            dead_letter_exchange: None,
         }
     }
 

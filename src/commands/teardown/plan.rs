@@ -19,6 +19,8 @@ pub struct LevelQueue {
     pub at_least_once: bool,
     /// How long a message waits here at most: the argument, or a lower policy value.
     pub ttl_ms: i64,
+    /// Where its expiring messages go next.
+    pub dead_letter_exchange: Option<String>,
 }
 
 /// The cascade as it stands in one vhost, and the bindings that removing it removes.
@@ -102,6 +104,10 @@ impl Plan {
                     name: q.name.clone(),
                     at_least_once: false,
                     ttl_ms: level_ttl_ms(q.level),
+                    dead_letter_exchange: match q.arguments.get("x-dead-letter-exchange") {
+                        Some(ArgValue::Str(name)) => Some(name.clone()),
+                        _ => None,
+                    },
                 })
                 .collect(),
             recorded: desired
@@ -135,10 +141,37 @@ impl Plan {
         self.exchanges.is_empty() && self.queues.is_empty() && self.foreign_inflow.is_empty()
     }
 
-    /// The shortest time a message can wait in a present level queue.
+    /// The exchanges deleted to stop the inflow: the level exchanges. The
+    /// delivery exchange is no way in, so it goes last, after the queues:
+    /// until then level 0 keeps delivering what expires.
+    fn entry_exchanges(&self) -> impl DoubleEndedIterator<Item = &Exchange> {
+        self.exchanges
+            .iter()
+            .filter(|e| e.role != Role::DeliveryExchange)
+    }
+
+    fn is_entry_exchange(&self, name: &str) -> bool {
+        self.entry_exchanges().any(|e| e.name == name)
+    }
+
+    /// The delivery exchange, if present: deleted with the queues.
+    pub fn delivery_exchange(&self) -> Option<&Exchange> {
+        self.exchanges
+            .iter()
+            .find(|e| e.role == Role::DeliveryExchange)
+    }
+
+    /// The shortest time a message can wait in a level queue whose next hop
+    /// the stop deletes: once that hop is gone, an expiring message moves
+    /// into the queue's dead-letter backlog, out of sight of AMQP.
     pub fn shortest_ttl_ms(&self) -> i64 {
         self.queues
             .iter()
+            .filter(|q| {
+                q.dead_letter_exchange
+                    .as_deref()
+                    .is_some_and(|next| self.is_entry_exchange(next))
+            })
             .map(|q| q.ttl_ms)
             .min()
             .unwrap_or(i64::MAX)
@@ -155,12 +188,11 @@ impl Plan {
         outgoing
     }
 
-    /// Stops every inflow into the level queues: deletes the cascade's
-    /// exchanges upstream first, then unbinds foreign exchanges from level queues.
+    /// Stops every inflow into the level queues: deletes the level exchanges
+    /// upstream first, then unbinds foreign exchanges from level queues.
     pub fn stop_inflow(&self) -> Vec<Operation> {
         let deletes = self
-            .exchanges
-            .iter()
+            .entry_exchanges()
             .map(|e| Operation::DeleteExchange(e.name.clone()));
         let unbinds = self
             .foreign_inflow
@@ -176,16 +208,11 @@ impl Plan {
     pub fn restore_after_stop(&self) -> Vec<Operation> {
         let mut ops = Vec::new();
         let mut declared: BTreeSet<&str> = BTreeSet::new();
-        let mut pending: Vec<&ObservedBinding> = self
-            .recorded
-            .iter()
-            .chain(&self.foreign_inflow)
-            .filter(|b| b.arguments.is_empty())
-            .collect();
+        let mut pending: Vec<&ObservedBinding> = self.removed_by_stop().collect();
         let still_missing = |name: &str, declared: &BTreeSet<&str>| {
-            self.position(name).is_some() && !declared.contains(name)
+            self.is_entry_exchange(name) && !declared.contains(name)
         };
-        for exchange in self.exchanges.iter().rev() {
+        for exchange in self.entry_exchanges().rev() {
             ops.push(Operation::DeclareExchange(exchange.clone()));
             declared.insert(&exchange.name);
             pending.retain(|b| {
@@ -202,11 +229,30 @@ impl Plan {
         ops
     }
 
-    /// Recorded bindings that carry arguments: restored through the management API.
+    /// Bindings without arguments that the stop removes: every binding of a
+    /// level exchange, and the foreign ones into level queues.
+    fn removed_by_stop(&self) -> impl Iterator<Item = &ObservedBinding> {
+        self.recorded
+            .iter()
+            .filter(|b| {
+                self.is_entry_exchange(&b.source)
+                    || (b.destination_type == DestinationKind::Exchange
+                        && self.is_entry_exchange(&b.destination))
+            })
+            .chain(&self.foreign_inflow)
+            .filter(|b| b.arguments.is_empty())
+    }
+
+    /// Bindings with arguments that the stop removes: restored through the
+    /// management API.
     pub fn restore_by_api(&self) -> Vec<&ObservedBinding> {
         self.recorded
             .iter()
-            .chain(&self.foreign_inflow)
+            .filter(|b| {
+                self.is_entry_exchange(&b.source)
+                    || (b.destination_type == DestinationKind::Exchange
+                        && self.is_entry_exchange(&b.destination))
+            })
             .filter(|b| !b.arguments.is_empty())
             .collect()
     }
@@ -253,11 +299,17 @@ fn level_queue(level: u8, found: &ObservedQueue) -> LevelQueue {
         .flatten()
         .min()
         .unwrap_or_else(|| level_ttl_ms(level));
+    let dead_letter_exchange =
+        match argument("x-dead-letter-exchange").or_else(|| policy("dead-letter-exchange")) {
+            Some(ArgValue::Str(name)) => Some(name),
+            _ => None,
+        };
     LevelQueue {
         level,
         name: found.name.clone(),
         at_least_once,
         ttl_ms,
+        dead_letter_exchange,
     }
 }
 
@@ -391,11 +443,17 @@ mod tests {
         assert_eq!(plan.exchanges[28].name, "nsb.v2.delay-delivery");
         assert_eq!(plan.queues.len(), 28);
         assert!(plan.queues.iter().all(|q| q.at_least_once));
-        assert_eq!(plan.shortest_ttl_ms(), 1000);
+        // Level 0 delivers through the delivery exchange, which stays until
+        // the end: level 1's TTL is the one that bounds the checks.
+        assert_eq!(plan.shortest_ttl_ms(), 2000);
         assert_eq!(plan.recorded.len(), 57);
         assert!(plan.foreign_inflow.is_empty());
         let stop = plan.stop_inflow();
-        assert_eq!(stop.len(), 29);
+        assert_eq!(stop.len(), 28);
+        assert_eq!(
+            plan.delivery_exchange().unwrap().name,
+            "nsb.v2.delay-delivery"
+        );
         assert_eq!(
             stop[0],
             Operation::DeleteExchange("nsb.v2.delay-level-27".into())
@@ -407,8 +465,9 @@ mod tests {
         let d = desired("endpoints:\n  - address: Sales\n");
         let plan = Plan::observed(&d, &installed(&d));
         let ops = plan.restore_after_stop();
-        assert_eq!(ops.len(), 29 + 57);
-        let mut declared = BTreeSet::new();
+        // The delivery exchange and its endpoint binding were never removed.
+        assert_eq!(ops.len(), 28 + 56);
+        let mut declared = BTreeSet::from(["nsb.v2.delay-delivery".to_string()]);
         for op in &ops {
             match op {
                 Operation::DeclareExchange(e) => {
@@ -427,10 +486,10 @@ mod tests {
             }
         }
         assert!(
-            matches!(&ops[0], Operation::DeclareExchange(e) if e.name == "nsb.v2.delay-delivery")
+            matches!(&ops[0], Operation::DeclareExchange(e) if e.name == "nsb.v2.delay-level-00")
         );
-        // The endpoint binding comes right after the delivery exchange.
-        assert!(matches!(&ops[1], Operation::Bind(b) if b.destination == "Sales"));
+        // Level 0's bindings come right after it.
+        assert!(matches!(&ops[1], Operation::Bind(b) if b.source == "nsb.v2.delay-level-00"));
     }
 
     #[test]
@@ -460,13 +519,15 @@ mod tests {
         let plan = Plan::observed(&d, &observed);
         assert_eq!(plan.recorded.len(), 58);
         assert_eq!(plan.foreign_inflow.len(), 1);
-        assert_eq!(plan.stop_inflow().len(), 30);
+        assert_eq!(plan.stop_inflow().len(), 29);
         let restored: Vec<_> = plan
             .restore_after_stop()
             .into_iter()
             .filter(|op| matches!(op, Operation::Bind(_)))
             .collect();
-        assert_eq!(restored.len(), 56 + 3);
+        // The cascade's 56, the stray and the foreign inflow; legacy ->
+        // delivery stays in place with the delivery exchange.
+        assert_eq!(restored.len(), 56 + 2);
         assert_eq!(plan.outgoing().len(), 57);
         assert_eq!(plan.outgoing()[0].source, "nsb.v2.delay-level-27");
     }
