@@ -154,6 +154,13 @@ impl Plan {
         self.entry_exchanges().any(|e| e.name == name)
     }
 
+    /// A binding that deleting the level exchanges removes.
+    fn touches_entry_exchange(&self, b: &ObservedBinding) -> bool {
+        self.is_entry_exchange(&b.source)
+            || (b.destination_type == DestinationKind::Exchange
+                && self.is_entry_exchange(&b.destination))
+    }
+
     /// The delivery exchange, if present: deleted with the queues.
     pub fn delivery_exchange(&self) -> Option<&Exchange> {
         self.exchanges
@@ -234,11 +241,7 @@ impl Plan {
     fn removed_by_stop(&self) -> impl Iterator<Item = &ObservedBinding> {
         self.recorded
             .iter()
-            .filter(|b| {
-                self.is_entry_exchange(&b.source)
-                    || (b.destination_type == DestinationKind::Exchange
-                        && self.is_entry_exchange(&b.destination))
-            })
+            .filter(|b| self.touches_entry_exchange(b))
             .chain(&self.foreign_inflow)
             .filter(|b| b.arguments.is_empty())
     }
@@ -248,11 +251,7 @@ impl Plan {
     pub fn restore_by_api(&self) -> Vec<&ObservedBinding> {
         self.recorded
             .iter()
-            .filter(|b| {
-                self.is_entry_exchange(&b.source)
-                    || (b.destination_type == DestinationKind::Exchange
-                        && self.is_entry_exchange(&b.destination))
-            })
+            .filter(|b| self.touches_entry_exchange(b))
             .filter(|b| !b.arguments.is_empty())
             .collect()
     }
