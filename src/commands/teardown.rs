@@ -126,7 +126,12 @@ async fn teardown(
         unbind_only: options.unbind_only,
         ..Report::default()
     };
-    let (plan, management) = match observe(&management, Depth::Definitions).await {
+    // Connecting costs several round trips: it overlaps the observation.
+    let (observation, connection) = futures::join!(
+        observe(&management, Depth::Definitions),
+        amqp::connect(&target)
+    );
+    let (plan, management) = match observation {
         Ok(observed) => (Plan::observed(&desired, &observed), Some((management, observed))),
         Err(error) if options.force => {
             report.warnings.push(format!(
@@ -143,11 +148,12 @@ async fn teardown(
         }
     };
     let statistics = management.as_ref().map(|(_, observed)| observed);
+    let connection = connection?;
     if plan.is_empty() {
+        close(&connection, &target).await;
         return Ok(report.finish(&target.vhost));
     }
 
-    let connection = amqp::connect(&target).await?;
     let bar = progress.bar(0, "teardown");
     let looks = Looks {
         connection: &connection,
@@ -179,10 +185,14 @@ async fn teardown(
         .await
     };
     bar.finish_and_clear();
-    // The work is done: a slow close-ok must not hold the result back.
-    let _ = tokio::time::timeout(Duration::from_secs(2), amqp::close(&connection, &target)).await;
+    close(&connection, &target).await;
     result?;
     Ok(report.finish(&target.vhost))
+}
+
+/// The work is done: a slow close-ok must not hold the result back.
+async fn close(connection: &Connection, target: &Target) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), amqp::close(connection, target)).await;
 }
 
 /// The broker handles a teardown step needs.
