@@ -5,6 +5,7 @@ pub mod install;
 pub mod plan;
 pub mod probe;
 pub mod render;
+pub mod teardown;
 pub mod verify;
 
 use anyhow::Result;
@@ -45,6 +46,7 @@ async fn run_broker_command(command: &Command, context: &Context) -> Result<Outc
         Command::Verify(args) => verify::run(context, args).await,
         Command::Plan => plan::run(context).await,
         Command::Probe(args) => probe::run(context, args).await,
+        Command::Teardown(args) => teardown::run(context, args).await,
         Command::Completions { .. } | Command::Render => unreachable!("handled without a broker"),
         Command::Install => install::run(context).await,
         other => Err(crate::exit::bad_input(format!(
