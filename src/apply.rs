@@ -302,9 +302,10 @@ pub fn split_into_lanes(count: usize, lanes: usize) -> Vec<Vec<usize>> {
     split
 }
 
-/// Runs `ops` (independent of each other) over `lanes` channels and returns
-/// one result per operation, in the same order. Callers run dependent
-/// phases one after the other (exchanges and queues, then bindings).
+/// Runs `ops` (independent of each other) over `lanes` new channels of
+/// `connection` and returns one result per operation, in the same order.
+/// Callers run dependent phases one after the other (exchanges and queues,
+/// then bindings); a [`Session`] does so without reopening channels.
 pub async fn apply(
     connection: &Connection,
     target: &Target,
@@ -312,11 +313,66 @@ pub async fn apply(
     lanes: usize,
     progress: &ProgressBar,
 ) -> Vec<OpResult> {
-    let lanes = split_into_lanes(ops.len(), lanes);
-    let answered = join_all(
-        lanes
+    let mut channels = (0..lanes.max(1)).map(|_| None).collect::<Vec<_>>();
+    run_phase(connection, target, &mut channels, ops, progress).await
+}
+
+/// An AMQP connection with its lanes: one channel each, opened together
+/// with the connection and kept from one phase to the next unless a
+/// refusal closed it.
+pub struct Session {
+    connection: Connection,
+    target: Target,
+    channels: Vec<Option<Channel>>,
+}
+
+impl Session {
+    /// Connects (bounded, exit 3 on failure) and opens `lanes` channels at
+    /// once; a channel that fails to open is retried when first needed.
+    pub async fn open(target: &Target, lanes: usize) -> anyhow::Result<Session> {
+        let connection = amqp::connect(target).await?;
+        let channels = join_all((0..lanes.max(1)).map(|_| amqp::open_channel(&connection, target)))
+            .await
             .into_iter()
-            .map(|lane| run_lane(connection, target, ops, lane, progress)),
+            .map(Result::ok)
+            .collect();
+        Ok(Session {
+            connection,
+            target: target.clone(),
+            channels,
+        })
+    }
+
+    /// Runs one phase; see [`apply`].
+    pub async fn apply(&mut self, ops: &[Operation], progress: &ProgressBar) -> Vec<OpResult> {
+        run_phase(
+            &self.connection,
+            &self.target,
+            &mut self.channels,
+            ops,
+            progress,
+        )
+        .await
+    }
+
+    pub async fn close(self) {
+        amqp::close(&self.connection, &self.target).await;
+    }
+}
+
+async fn run_phase(
+    connection: &Connection,
+    target: &Target,
+    channels: &mut [Option<Channel>],
+    ops: &[Operation],
+    progress: &ProgressBar,
+) -> Vec<OpResult> {
+    let split = split_into_lanes(ops.len(), channels.len());
+    let answered = join_all(
+        channels
+            .iter_mut()
+            .zip(split)
+            .map(|(channel, lane)| run_lane(connection, target, channel, ops, lane, progress)),
     )
     .await;
     let mut results = vec![None; ops.len()];
@@ -329,28 +385,33 @@ pub async fn apply(
         .collect()
 }
 
-/// Runs one lane's operations, pipelined on one channel; after a refusal
+/// Runs one lane's operations, pipelined on its channel; after a refusal
 /// the unanswered rest goes again on a new channel.
 async fn run_lane(
     connection: &Connection,
     target: &Target,
+    slot: &mut Option<Channel>,
     ops: &[Operation],
     mut pending: Vec<usize>,
     progress: &ProgressBar,
 ) -> Vec<(usize, OpResult)> {
     let mut results = Vec::with_capacity(pending.len());
     while !pending.is_empty() {
-        let channel = match amqp::open_channel(connection, target).await {
-            Ok(channel) => channel,
-            Err(error) => {
-                let reason = format!("{error:#}");
-                progress.inc(pending.len() as u64);
-                results.extend(pending.drain(..).map(|index| {
-                    let reason = reason.clone();
-                    (index, OpResult::Unanswered { reason })
-                }));
-                break;
-            }
+        let reusable = slot.take().filter(|c| c.status().connected());
+        let channel = match reusable {
+            Some(channel) => channel,
+            None => match amqp::open_channel(connection, target).await {
+                Ok(channel) => channel,
+                Err(error) => {
+                    let reason = format!("{error:#}");
+                    progress.inc(pending.len() as u64);
+                    results.extend(pending.drain(..).map(|index| {
+                        let reason = reason.clone();
+                        (index, OpResult::Unanswered { reason })
+                    }));
+                    break;
+                }
+            },
         };
         // join_all polls every future once before awaiting any: each sends
         // its frame on that first poll, so the whole lane is in flight.
@@ -397,6 +458,9 @@ async fn run_lane(
             };
             progress.inc(1);
             results.push((index, result));
+        }
+        if !channel_closed && lane_broken.is_none() {
+            *slot = Some(channel);
         }
         pending = rerun;
     }

@@ -103,9 +103,10 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct TeardownArgs {
     /// Remove the bindings only; keep exchanges, queues and messages.
-    #[arg(long, conflicts_with = "force")]
+    #[arg(long)]
     pub unbind_only: bool,
-    /// Delete even when level queues hold delayed messages (they are discarded).
+    /// Delete even when level queues hold delayed messages (they are discarded);
+    /// with --unbind-only, unbind even queues that would drop expiring messages.
     #[arg(long)]
     pub force: bool,
 }

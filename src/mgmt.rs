@@ -6,7 +6,7 @@
 //! exit 3 with a one-line reason and the password masked.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Result;
 use reqwest::StatusCode;
@@ -25,14 +25,8 @@ pub struct Management {
 
 impl Management {
     pub fn new(target: &Target) -> Result<Management> {
-        let http = reqwest::Client::builder()
-            .timeout(target.timeout)
-            .connect_timeout(target.timeout)
-            .user_agent(concat!("delaytopo/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| broker(format!("cannot set up an HTTP client: {e}")))?;
         Ok(Management {
-            http,
+            http: shared_client(target)?,
             target: target.clone(),
             requests: Arc::new(AtomicUsize::new(0)),
         })
@@ -185,6 +179,29 @@ impl Management {
             &self.target.password,
         ))
     }
+}
+
+/// One HTTP client per process: its connection pool serves every vhost of a
+/// run, and building it (TLS set-up, certificate store) is paid once. Plain
+/// `http://` management URLs skip loading the system certificates, which
+/// otherwise dominates a quick verify's start-up.
+fn shared_client(target: &Target) -> Result<reqwest::Client> {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    if let Some(client) = CLIENT.get() {
+        return Ok(client.clone());
+    }
+    let mut builder = reqwest::Client::builder()
+        .timeout(target.timeout)
+        .connect_timeout(target.timeout)
+        .no_proxy()
+        .user_agent(concat!("delaytopo/", env!("CARGO_PKG_VERSION")));
+    if target.management.scheme() == "http" {
+        builder = builder.tls_certs_only(Vec::new());
+    }
+    let client = builder
+        .build()
+        .map_err(|e| broker(format!("cannot set up an HTTP client: {e}")))?;
+    Ok(CLIENT.get_or_init(|| client).clone())
 }
 
 /// The innermost cause of a reqwest error: its own text is mostly the URL.

@@ -9,12 +9,10 @@
 //! rest of the cascade is still created, and the answer is exit 1.
 
 use anyhow::Result;
-use lapin::Connection;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
-use crate::amqp;
-use crate::apply::{self, OpResult, Operation};
+use crate::apply::{self, OpResult, Operation, Session};
 use crate::cascade::{Desired, Role};
 use crate::commands::fanout::{self, VhostOutcome};
 use crate::context::Context;
@@ -44,9 +42,10 @@ async fn install_vhost(
     desired: Desired,
     progress: Progress,
 ) -> Result<VhostOutcome> {
-    let connecting: JoinHandle<Result<Connection>> = {
+    // Connect and open the lanes while the management API is read.
+    let connecting: JoinHandle<Result<Session>> = {
         let target = target.clone();
-        tokio::spawn(async move { amqp::connect(&target).await })
+        tokio::spawn(async move { Session::open(&target, apply::DEFAULT_LANES).await })
     };
     let observed = match Management::new(&target) {
         Ok(management) => observe(&management, Depth::Definitions).await,
@@ -57,11 +56,11 @@ async fn install_vhost(
         Err(error) => Plan::blind(&desired, error),
     };
     if plan.declarations.is_empty() && plan.bindings.is_empty() {
-        dismiss(connecting, &target).await;
+        dismiss(connecting).await;
         return Ok(plan.report(&target, Applied::default()));
     }
 
-    let connection = connecting
+    let mut session = connecting
         .await
         .map_err(|e| broker(format!("connecting to {}: {e}", target.amqp_display())))??;
     let bar = progress.bar(
@@ -71,23 +70,23 @@ async fn install_vhost(
     let mut applied = Applied::default();
     // Bindings need their exchanges and queues: two phases, each all at once.
     for phase in [&plan.declarations, &plan.bindings] {
-        let results = apply::apply(&connection, &target, phase, apply::DEFAULT_LANES, &bar).await;
+        let results = session.apply(phase, &bar).await;
         if let Some(error) = apply::connection_failure(phase, &results) {
             return Err(error);
         }
         applied.record(phase, results)?;
     }
     bar.finish_and_clear();
-    amqp::close(&connection, &target).await;
+    session.close().await;
     Ok(plan.report(&target, applied))
 }
 
 /// Closes the AMQP connection that turned out not to be needed, or stops
 /// it opening.
-async fn dismiss(connecting: JoinHandle<Result<Connection>>, target: &Target) {
+async fn dismiss(connecting: JoinHandle<Result<Session>>) {
     if connecting.is_finished() {
-        if let Ok(Ok(connection)) = connecting.await {
-            amqp::close(&connection, target).await;
+        if let Ok(Ok(session)) = connecting.await {
+            session.close().await;
         }
     } else {
         connecting.abort();

@@ -6,6 +6,7 @@ pub mod migrate;
 pub mod plan;
 pub mod probe;
 pub mod render;
+pub mod teardown;
 pub mod transfer;
 pub mod verify;
 
@@ -47,12 +48,10 @@ async fn run_broker_command(command: &Command, context: &Context) -> Result<Outc
         Command::Verify(args) => verify::run(context, args).await,
         Command::Plan => plan::run(context).await,
         Command::Probe(args) => probe::run(context, args).await,
+        Command::Teardown(args) => teardown::run(context, args).await,
         Command::Completions { .. } | Command::Render => unreachable!("handled without a broker"),
         Command::Install => install::run(context).await,
         Command::Migrate(args) => migrate::run(context, args).await,
         Command::Transfer(args) => transfer::run(context, args).await,
-        other => Err(crate::exit::bad_input(format!(
-            "{other:?} is not implemented yet"
-        ))),
     }
 }
