@@ -314,7 +314,15 @@ pub async fn apply(
     progress: &ProgressBar,
 ) -> Vec<OpResult> {
     let mut channels = (0..lanes.max(1)).map(|_| None).collect::<Vec<_>>();
-    run_phase(connection, target, &mut channels, ops, progress).await
+    let results = run_phase(connection, target, &mut channels, ops, progress).await;
+    // Callers that apply again and again on one connection (a move binds
+    // each new address) would otherwise run into the channel limit.
+    join_all(channels.into_iter().flatten().map(|channel| async move {
+        let closing = channel.close(200, "OK".into());
+        let _ = tokio::time::timeout(target.timeout, closing).await;
+    }))
+    .await;
+    results
 }
 
 /// An AMQP connection with its lanes: one channel each, opened together
