@@ -25,7 +25,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection, ExchangeKind};
 
 use crate::amqp;
-use crate::cascade::{Arguments, Binding, DestinationKind, Exchange, Queue};
+use crate::cascade::{Arguments, Binding, Desired, DestinationKind, Exchange, Queue};
 use crate::exit::broker;
 use crate::target::Target;
 use crate::topology::ArgValue;
@@ -220,6 +220,18 @@ impl Operation {
             }
         }
     }
+}
+
+/// Declarations of every exchange and queue of `desired`: the first phase
+/// of a blind install (bindings need their ends, so they come second).
+pub fn declare_all(desired: &Desired) -> Vec<Operation> {
+    desired
+        .exchanges
+        .iter()
+        .cloned()
+        .map(Operation::DeclareExchange)
+        .chain(desired.queues.iter().cloned().map(Operation::DeclareQueue))
+        .collect()
 }
 
 /// `exchange `a` -> queue `b` (key `k`)`.

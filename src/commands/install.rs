@@ -149,13 +149,7 @@ impl Plan {
     /// Declare everything: without the management API, AMQP cannot tell
     /// what exists, and a redeclare of an equal entity changes nothing.
     fn blind(desired: &Desired, management_error: &anyhow::Error) -> Plan {
-        let declarations = desired
-            .exchanges
-            .iter()
-            .cloned()
-            .map(Operation::DeclareExchange)
-            .chain(desired.queues.iter().cloned().map(Operation::DeclareQueue))
-            .collect();
+        let declarations = apply::declare_all(desired);
         let bindings = desired
             .bindings
             .iter()

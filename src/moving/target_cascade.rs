@@ -60,13 +60,7 @@ pub async fn ensure_target_cascade(
     if dry_run {
         return Ok(check);
     }
-    let declarations: Vec<Operation> = desired
-        .exchanges
-        .iter()
-        .cloned()
-        .map(Operation::DeclareExchange)
-        .chain(desired.queues.iter().cloned().map(Operation::DeclareQueue))
-        .collect();
+    let declarations = apply::declare_all(desired);
     let bindings: Vec<Operation> = desired
         .cascade_bindings()
         .cloned()
