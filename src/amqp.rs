@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Result;
-use lapin::{Connection, ConnectionProperties};
+use lapin::{Channel, Connection, ConnectionProperties};
 
 use crate::exit::broker;
 use crate::target::{scrub, Target};
@@ -64,6 +64,35 @@ pub fn describe(target: &Target, error: &lapin::Error) -> String {
         _ => error.to_string(),
     };
     scrub(&text, &target.password)
+}
+
+/// The reply code of a refusal that closed only the channel (403, 404, 405,
+/// 406): the connection and its other channels carry on.
+pub fn channel_refusal_code(error: &lapin::Error) -> Option<u16> {
+    match error.kind() {
+        lapin::ErrorKind::ProtocolError(amqp)
+            if matches!(amqp.kind(), lapin::protocol::AMQPErrorKind::Soft(_)) =>
+        {
+            Some(amqp.get_id())
+        }
+        _ => None,
+    }
+}
+
+/// A new channel on `connection`, bounded by the target's timeout.
+pub async fn open_channel(connection: &Connection, target: &Target) -> Result<Channel> {
+    bounded(target, "opening a channel", connection.create_channel()).await
+}
+
+/// Closes the connection politely, so the broker logs no abrupt disconnect;
+/// a failure here changes nothing about the work already done.
+pub async fn close(connection: &Connection, target: &Target) {
+    let _ = bounded(
+        target,
+        "closing the connection",
+        connection.close(200, "done".into()),
+    )
+    .await;
 }
 
 /// The AMQP reply code of a broker refusal (404, 406, 403, 530...), if it was one.

@@ -129,6 +129,11 @@ pub fn level_binding_key(levels: u8, level: u8, bit: u8) -> String {
     format!("{}{bit}.#", "*.".repeat(usize::from(levels - 1 - level)))
 }
 
+/// The delivery exchange's binding key for an endpoint: `#.` + address.
+pub fn endpoint_binding_key(address: &str) -> String {
+    format!("#.{address}")
+}
+
 /// The routing key for `delay` seconds to `address`: N bits MSB first, each
 /// followed by `.`, then the address. `None` when the delay does not fit.
 pub fn routing_key(levels: u8, delay_seconds: u64, address: &str) -> Option<String> {
@@ -244,7 +249,7 @@ impl Desired {
                 source: delivery.clone(),
                 destination: endpoint.address.to_string(),
                 destination_type: endpoint.bind_to.into(),
-                routing_key: format!("#.{}", endpoint.address),
+                routing_key: endpoint_binding_key(endpoint.address.as_str()),
                 role: Role::EndpointBinding(endpoint.address.to_string()),
             });
         }

@@ -103,9 +103,10 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct TeardownArgs {
     /// Remove the bindings only; keep exchanges, queues and messages.
-    #[arg(long, conflicts_with = "force")]
+    #[arg(long)]
     pub unbind_only: bool,
-    /// Delete even when level queues hold delayed messages (they are discarded).
+    /// Delete even when level queues hold delayed messages (they are discarded);
+    /// with --unbind-only, unbind even queues that would drop expiring messages.
     #[arg(long)]
     pub force: bool,
 }
@@ -140,6 +141,10 @@ pub struct MoveArgs {
     /// Queue for messages that cannot be moved, with the reason in a header.
     #[arg(long, default_value = "delaytopo.poison")]
     pub poison_queue: String,
+    /// Messages in flight at once (unacknowledged at the source, unconfirmed
+    /// at the target): more is faster over long round trips, and uses more memory.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..))]
+    pub prefetch: u16,
 }
 
 #[derive(Debug, Args)]

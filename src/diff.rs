@@ -356,66 +356,7 @@ fn is_endpoint_binding(desired: &Desired, binding: &ObservedBinding) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::Topology;
-    use std::path::Path;
-
-    fn desired(text: &str) -> Desired {
-        Desired::new(&Topology::parse(Path::new("t.yaml"), text).unwrap(), "v")
-    }
-
-    /// What the broker holds right after a correct install.
-    fn installed(d: &Desired) -> Observed {
-        let mut observed = Observed::default();
-        for e in &d.exchanges {
-            observed.exchanges.insert(
-                e.name.clone(),
-                ObservedExchange {
-                    name: e.name.clone(),
-                    kind: e.kind.clone(),
-                    durable: e.durable,
-                    auto_delete: e.auto_delete,
-                    internal: e.internal,
-                    arguments: e.arguments.clone(),
-                },
-            );
-        }
-        for q in &d.queues {
-            observed
-                .queues
-                .insert(q.name.clone(), observed_queue(&q.name, q.arguments.clone()));
-        }
-        for b in &d.bindings {
-            observed.bindings.push(ObservedBinding {
-                source: b.source.clone(),
-                destination: b.destination.clone(),
-                destination_type: b.destination_type,
-                routing_key: b.routing_key.clone(),
-                arguments: Arguments::new(),
-            });
-        }
-        observed
-    }
-
-    fn observed_queue(name: &str, arguments: Arguments) -> ObservedQueue {
-        ObservedQueue {
-            name: name.into(),
-            durable: true,
-            exclusive: false,
-            auto_delete: false,
-            arguments,
-            queue_type: "quorum".into(),
-            messages: None,
-            messages_ready: None,
-            messages_unacknowledged: None,
-            messages_dlx: None,
-            members: vec![],
-            online: vec![],
-            policy: None,
-            operator_policy: None,
-            effective_policy_definition: None,
-            state: None,
-        }
-    }
+    use crate::test_fixtures::{desired, installed, observed_queue};
 
     #[test]
     fn an_empty_vhost_misses_everything() {

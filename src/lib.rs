@@ -2,15 +2,21 @@
 //! tests and benchmarks reuse the same naming and routing-key code.
 
 pub mod amqp;
+pub mod apply;
 pub mod cascade;
 pub mod cli;
 pub mod commands;
 pub mod context;
 pub mod diff;
 pub mod exit;
+pub mod findings_view;
+pub mod health;
 pub mod mgmt;
+pub mod moving;
 pub mod observe;
 pub mod progress;
 pub mod report;
 pub mod target;
+#[cfg(test)]
+mod test_fixtures;
 pub mod topology;

@@ -6,7 +6,7 @@
 //! exit 3 with a one-line reason and the password masked.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Result;
 use reqwest::StatusCode;
@@ -25,14 +25,8 @@ pub struct Management {
 
 impl Management {
     pub fn new(target: &Target) -> Result<Management> {
-        let http = reqwest::Client::builder()
-            .timeout(target.timeout)
-            .connect_timeout(target.timeout)
-            .user_agent(concat!("delaytopo/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| broker(format!("cannot set up an HTTP client: {e}")))?;
         Ok(Management {
-            http,
+            http: shared_client(target)?,
             target: target.clone(),
             requests: Arc::new(AtomicUsize::new(0)),
         })
@@ -57,6 +51,29 @@ impl Management {
         let path = path.into();
         let path = path.as_str();
         let response = self.send(reqwest::Method::GET, path, None).await?;
+        self.decode(path, response).await
+    }
+
+    /// GET /api/{path} where the user may lack the tag it needs (feature
+    /// flags need `administrator`, nodes `monitoring`): `None` when refused
+    /// with 401/403, so that a monitoring user can still check the rest.
+    pub async fn get_if_permitted<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>> {
+        let response = self.request(reqwest::Method::GET, path, None).await?;
+        if matches!(
+            response.status(),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        ) {
+            return Ok(None);
+        }
+        let response = self.checked(path, response).await?;
+        self.decode(path, response).await.map(Some)
+    }
+
+    async fn decode<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        response: reqwest::Response,
+    ) -> Result<T> {
         let body = response
             .bytes()
             .await
@@ -76,6 +93,17 @@ impl Management {
     }
 
     async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<reqwest::Response> {
+        let response = self.request(method, path, body).await?;
+        self.checked(path, response).await
+    }
+
+    /// Sends a request; any answer is Ok, whatever its status.
+    async fn request(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -108,6 +136,11 @@ impl Management {
             };
             self.failure(path, &reason)
         })?;
+        Ok(response)
+    }
+
+    /// The answer if it is a success, else an error that says why in words.
+    async fn checked(&self, path: &str, response: reqwest::Response) -> Result<reqwest::Response> {
         match response.status() {
             status if status.is_success() => Ok(response),
             StatusCode::UNAUTHORIZED => Err(self.failure(
@@ -146,6 +179,29 @@ impl Management {
             &self.target.password,
         ))
     }
+}
+
+/// One HTTP client per process: its connection pool serves every vhost of a
+/// run, and building it (TLS set-up, certificate store) is paid once. Plain
+/// `http://` management URLs skip loading the system certificates, which
+/// otherwise dominates a quick verify's start-up.
+fn shared_client(target: &Target) -> Result<reqwest::Client> {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    if let Some(client) = CLIENT.get() {
+        return Ok(client.clone());
+    }
+    let mut builder = reqwest::Client::builder()
+        .timeout(target.timeout)
+        .connect_timeout(target.timeout)
+        .no_proxy()
+        .user_agent(concat!("delaytopo/", env!("CARGO_PKG_VERSION")));
+    if target.management.scheme() == "http" {
+        builder = builder.tls_certs_only(Vec::new());
+    }
+    let client = builder
+        .build()
+        .map_err(|e| broker(format!("cannot set up an HTTP client: {e}")))?;
+    Ok(CLIENT.get_or_init(|| client).clone())
 }
 
 /// The innermost cause of a reqwest error: its own text is mostly the URL.

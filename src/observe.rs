@@ -75,11 +75,13 @@ pub struct ObservedQueue {
 
 impl ObservedQueue {
     /// Messages the statistics say the queue holds, counting the dead-letter backlog.
+    /// `messages` counts the backlog too, but not always at the same moment
+    /// as `messages_dlx` (SPEC §1): take the larger reading, never the sum.
     pub fn held_messages(&self) -> u64 {
-        self.messages
-            .unwrap_or(0)
-            .max(self.messages_ready.unwrap_or(0) + self.messages_unacknowledged.unwrap_or(0))
-            + self.messages_dlx.unwrap_or(0)
+        let parts = self.messages_ready.unwrap_or(0)
+            + self.messages_unacknowledged.unwrap_or(0)
+            + self.messages_dlx.unwrap_or(0);
+        parts.max(self.messages.unwrap_or(0))
     }
 }
 
@@ -110,6 +112,9 @@ pub struct BrokerInfo {
     pub feature_flags: BTreeMap<String, String>,
     pub statistics_disabled: bool,
     pub cluster_nodes: usize,
+    /// The API paths the user was refused (`feature-flags` needs the
+    /// administrator tag, `nodes` monitoring): what they tell was not checked.
+    pub unreadable: Vec<&'static str>,
 }
 
 #[derive(Deserialize)]
@@ -176,8 +181,8 @@ pub async fn observe(management: &Management, depth: Depth) -> Result<Observed> 
             let operator_policies =
                 management.get::<Vec<Policy>>(management.vhost_path("operator-policies"));
             let overview = management.get::<Overview>("overview");
-            let flags = management.get::<Vec<FeatureFlag>>("feature-flags");
-            let nodes = management.get::<Vec<Node>>("nodes");
+            let flags = management.get_if_permitted::<Vec<FeatureFlag>>("feature-flags");
+            let nodes = management.get_if_permitted::<Vec<Node>>("nodes");
             let (e, q, b, p, op, o, f, n) = futures::try_join!(
                 exchanges,
                 queues,
@@ -188,11 +193,30 @@ pub async fn observe(management: &Management, depth: Depth) -> Result<Observed> 
                 flags,
                 nodes
             )?;
+            let unreadable = [("feature-flags", f.is_none()), ("nodes", n.is_none())]
+                .into_iter()
+                .filter_map(|(path, refused)| refused.then_some(path))
+                .collect();
+            // Without /api/nodes, the nodes the queues have members on.
+            let cluster_nodes = n.map_or_else(
+                || {
+                    q.iter()
+                        .flat_map(|q| &q.members)
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .len()
+                },
+                |n| n.len(),
+            );
             let broker = BrokerInfo {
                 rabbitmq_version: o.rabbitmq_version,
-                feature_flags: f.into_iter().map(|f| (f.name, f.state)).collect(),
+                feature_flags: f
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|f| (f.name, f.state))
+                    .collect(),
                 statistics_disabled: o.disable_stats,
-                cluster_nodes: n.len(),
+                cluster_nodes,
+                unreadable,
             };
             (e, q, b, Some((p, op, broker)))
         }
@@ -231,7 +255,7 @@ mod tests {
         .unwrap();
         assert_eq!(queue.arguments["x-message-ttl"], ArgValue::Int(1000));
         assert_eq!(queue.arguments["x-flag"], ArgValue::Bool(true));
-        assert_eq!(queue.held_messages(), 3);
+        assert_eq!(queue.held_messages(), 2);
         assert_eq!(queue.operator_policy.as_deref(), Some("op"));
     }
 

@@ -48,9 +48,16 @@ impl Target {
     }
 }
 
+/// Escapes all but letters, digits, `-`, `_` and `~` in a path segment; `.`
+/// stays escaped so that a vhost named `..` cannot become a dot-segment.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Percent-encodes a vhost for a URL path segment ("/" becomes "%2F").
 pub fn encode_vhost(vhost: &str) -> String {
-    percent_encoding::utf8_percent_encode(vhost, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(vhost, PATH_SEGMENT).to_string()
 }
 
 /// Replaces the password of any URL-looking string with `****`.
@@ -246,6 +253,7 @@ mod tests {
         assert_eq!(ts.len(), 2);
         assert_eq!(ts[1].amqp.path(), "/%2F");
         assert_eq!(ts[0].vhost, "a");
+        assert_eq!(encode_vhost("sales-eu.v_2~"), "sales-eu%2Ev_2~");
     }
 
     #[test]

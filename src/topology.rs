@@ -351,6 +351,18 @@ impl Topology {
         let mut addresses: BTreeMap<&str, usize> = BTreeMap::new();
         for (index, endpoint) in self.endpoints.iter().enumerate() {
             let address = endpoint.address.as_str();
+            if address.len() + 2 > MAX_NAME_BYTES {
+                return Err((
+                    "address",
+                    Some(address.to_string()),
+                    format!(
+                        "endpoints[{index}]: address is {} bytes long; its binding key `#.<address>` \
+                         must fit in {MAX_NAME_BYTES} bytes, so at most {} are allowed",
+                        address.len(),
+                        MAX_NAME_BYTES - 2
+                    ),
+                ));
+            }
             if let Some(first) = addresses.insert(address, index) {
                 return Err((
                     "address",
@@ -506,6 +518,17 @@ mod tests {
             e.starts_with("t.yaml:4:5: endpoints[2]: address `A` is already listed"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_address_must_leave_room_for_its_binding_key() {
+        let long = "a".repeat(254);
+        let e = error(&format!("endpoints:\n  - address: {long}\n"));
+        assert!(
+            e.starts_with("t.yaml:2:5: endpoints[0]: address is 254 bytes long"),
+            "{e}"
+        );
+        assert!(parse(&format!("endpoints:\n  - address: {}\n", "a".repeat(253))).is_ok());
     }
 
     #[test]

@@ -1,7 +1,14 @@
 //! One file per command, each a short script over the parts in the crate root.
 
 pub mod fanout;
+pub mod install;
+pub mod migrate;
+pub mod plan;
+pub mod probe;
 pub mod render;
+pub mod teardown;
+pub mod transfer;
+pub mod verify;
 
 use anyhow::Result;
 use clap::CommandFactory;
@@ -17,6 +24,13 @@ pub fn run(cli: &Cli) -> Result<Option<Outcome>> {
         clap_complete::generate(*shell, &mut command, "delaytopo", &mut std::io::stdout());
         return Ok(None);
     }
+    if cli.global.output == crate::cli::Output::Prometheus
+        && !matches!(cli.command, Command::Verify(_))
+    {
+        return Err(crate::exit::bad_input(
+            "--output prometheus: only `verify` has metrics; use text or json",
+        ));
+    }
     let context = Context::load(&cli.global)?;
     if let Command::Render = &cli.command {
         return render::run(&context).map(Some);
@@ -29,11 +43,15 @@ pub fn run(cli: &Cli) -> Result<Option<Outcome>> {
         .map(Some)
 }
 
-async fn run_broker_command(command: &Command, _context: &Context) -> Result<Outcome> {
+async fn run_broker_command(command: &Command, context: &Context) -> Result<Outcome> {
     match command {
+        Command::Verify(args) => verify::run(context, args).await,
+        Command::Plan => plan::run(context).await,
+        Command::Probe(args) => probe::run(context, args).await,
+        Command::Teardown(args) => teardown::run(context, args).await,
         Command::Completions { .. } | Command::Render => unreachable!("handled without a broker"),
-        other => Err(crate::exit::bad_input(format!(
-            "{other:?} is not implemented yet"
-        ))),
+        Command::Install => install::run(context).await,
+        Command::Migrate(args) => migrate::run(context, args).await,
+        Command::Transfer(args) => transfer::run(context, args).await,
     }
 }

@@ -10,8 +10,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-pub const AMQP_HOST_PORT: &str = "127.0.0.1:5672";
-pub const MANAGEMENT: &str = "http://127.0.0.1:15672";
+/// The broker under test; another one can be chosen when the tests are built
+/// (`DELAYTOPO_TEST_AMQP=127.0.0.1:5682 DELAYTOPO_TEST_MANAGEMENT=http://127.0.0.1:15682`).
+pub const AMQP_HOST_PORT: &str = match option_env!("DELAYTOPO_TEST_AMQP") {
+    Some(host_port) => host_port,
+    None => "127.0.0.1:5672",
+};
+pub const MANAGEMENT: &str = match option_env!("DELAYTOPO_TEST_MANAGEMENT") {
+    Some(url) => url,
+    None => "http://127.0.0.1:15672",
+};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -103,6 +111,12 @@ impl TestVhost {
 
     /// `delaytopo` aimed at this vhost, with the fixture's topology file.
     pub fn delaytopo(&self) -> assert_cmd::Command {
+        self.delaytopo_at(&self.url(), MANAGEMENT)
+    }
+
+    /// `delaytopo` with the fixture's topology file aimed at other URLs
+    /// (wrong credentials, a port nothing listens on).
+    pub fn delaytopo_at(&self, url: &str, management: &str) -> assert_cmd::Command {
         let mut command = assert_cmd::Command::cargo_bin("delaytopo").unwrap();
         command
             .env_remove("DELAYTOPO_URL")
@@ -111,9 +125,9 @@ impl TestVhost {
             .arg("-f")
             .arg(self.topology_file.path())
             .arg("--url")
-            .arg(self.url())
+            .arg(url)
             .arg("--management-url")
-            .arg(MANAGEMENT)
+            .arg(management)
             .arg("--no-progress")
             .timeout(Duration::from_secs(120));
         command
@@ -240,4 +254,22 @@ pub fn stdout_json(output: &std::process::Output) -> Value {
             String::from_utf8_lossy(&output.stderr)
         )
     })
+}
+
+impl TestVhost {
+    /// Sets the topology and imports its cascade as a definitions document
+    /// (what `render` prints), for tests of commands other than install.
+    pub fn import_cascade(&self, yaml: &str) -> delaytopo::cascade::Desired {
+        self.set_topology(yaml);
+        let topology =
+            delaytopo::topology::Topology::parse(std::path::Path::new("t.yaml"), yaml).unwrap();
+        let desired = delaytopo::cascade::Desired::new(&topology, &self.name);
+        let document = delaytopo::commands::render::definitions(&[&desired]);
+        api(
+            reqwest::Method::POST,
+            &format!("definitions/{}", encode(&self.name)),
+            Some(document),
+        );
+        desired
+    }
 }

@@ -1,0 +1,509 @@
+//! `probe` (and `verify --probe`): the end-to-end check. One message goes
+//! through the cascade the way a sender would send it, to a temporary queue
+//! bound on the delivery exchange for a unique address; the probe times its
+//! arrival. Unlike verify it writes to the broker, and cleans up after itself.
+//!
+//! A probe message that is published but does not arrive is still somewhere
+//! in the cascade. If its route is repaired later, it reaches the delivery
+//! exchange, and with no binding for its address it would jam level 0 for
+//! good (SPEC §1). So a failed probe leaves a durable sink bound for that
+//! address, which drops what reaches it, and says so.
+
+use std::hash::{BuildHasher, Hasher};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+use futures::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::amqp::{self, bounded, describe, reply_code};
+use crate::cascade::{max_delay_seconds, Desired, Route};
+use crate::cli::ProbeArgs;
+use crate::commands::fanout::{each_target, VhostOutcome};
+use crate::context::Context;
+use crate::diff::{Finding, Severity};
+use crate::exit::{bad_input, broker};
+use crate::report::Outcome;
+use crate::target::Target;
+
+/// Arriving this much before the delay counts as early (TTL expiry is not
+/// instantaneous, but it never fires ahead of time on a healthy level).
+const EARLY_TOLERANCE: Duration = Duration::from_millis(250);
+
+/// What one probe saw.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeReport {
+    pub address: String,
+    pub exchange: String,
+    pub routing_key: String,
+    pub delay_seconds: u64,
+    pub margin_seconds: f64,
+    pub arrived: bool,
+    /// Seconds from publishing to arrival.
+    pub observed_seconds: Option<f64>,
+    /// Observed minus requested delay (negative: early).
+    pub lateness_seconds: Option<f64>,
+    /// Why the probe failed; `None` when it arrived on time.
+    pub failure: Option<String>,
+    /// The queue left bound to drop the probe message should it arrive late.
+    pub sink: Option<String>,
+}
+
+impl ProbeReport {
+    pub fn ok(&self) -> bool {
+        self.failure.is_none()
+    }
+
+    pub fn summary(&self) -> String {
+        let sent = format!(
+            "probe {} sent with a {} s delay to {}",
+            self.address, self.delay_seconds, self.exchange
+        );
+        let timing = match (self.observed_seconds, self.lateness_seconds) {
+            (Some(observed), Some(late)) => {
+                format!(": arrived after {observed:.2} s ({late:+.2} s)")
+            }
+            _ => String::new(),
+        };
+        match &self.failure {
+            None => format!("{sent}{timing}"),
+            Some(failure) => format!("{sent}{timing}: FAILED: {failure}"),
+        }
+    }
+
+    /// The probe as a verify finding.
+    pub fn finding(&self) -> Finding {
+        let expected = format!(
+            "arrival within {}..{} s",
+            self.delay_seconds,
+            self.delay_seconds as f64 + self.margin_seconds
+        );
+        let actual = self.observed_seconds.map_or_else(
+            || "no arrival".to_string(),
+            |s| format!("arrival after {s:.2} s"),
+        );
+        Finding {
+            severity: if self.ok() {
+                Severity::Info
+            } else {
+                Severity::Error
+            },
+            entity: format!("probe {}", self.address),
+            kind: if self.ok() {
+                "probe_arrived"
+            } else {
+                "probe_failed"
+            }
+            .into(),
+            expected: Some(expected),
+            actual: Some(actual),
+            message: self.summary(),
+            level: None,
+        }
+    }
+}
+
+/// Refuses a delay the cascade cannot hold or a margin that is not a time (exit 2).
+pub fn check_args(desired: &Desired, args: &ProbeArgs) -> Result<()> {
+    let max = max_delay_seconds(desired.levels);
+    if args.delay > max {
+        return Err(bad_input(format!(
+            "--delay {}: the cascade's {} levels hold at most {max} s",
+            args.delay, desired.levels
+        )));
+    }
+    if !(args.margin.is_finite() && args.margin >= 0.0) {
+        return Err(bad_input(format!(
+            "--margin {}: must be a number of seconds, 0 or more",
+            args.margin
+        )));
+    }
+    Ok(())
+}
+
+pub async fn run(context: &Context, args: &ProbeArgs) -> Result<Outcome> {
+    for (_, desired) in &context.targets {
+        check_args(desired, args)?;
+    }
+    each_target(context, |target, desired| async move {
+        let report = probe(&target, &desired, args).await?;
+        Ok(VhostOutcome {
+            ok: report.ok(),
+            text: format!("{}\n", report.summary()),
+            json: json!({ "probe": report }),
+        })
+    })
+    .await
+}
+
+/// A fresh address nobody else binds: `delaytopo.probe.<16 hex digits>`.
+fn probe_address() -> String {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    hasher.write_u128(now.as_nanos());
+    hasher.write_u32(std::process::id());
+    format!("delaytopo.probe.{:016x}", hasher.finish())
+}
+
+/// Sends one probe through `desired`'s cascade on `target` and times it.
+pub async fn probe(target: &Target, desired: &Desired, args: &ProbeArgs) -> Result<ProbeReport> {
+    let address = probe_address();
+    let route = desired.route(args.delay, &address).ok_or_else(|| {
+        bad_input(format!(
+            "--delay {}: longer than the cascade holds",
+            args.delay
+        ))
+    })?;
+    let mut report = ProbeReport {
+        address: address.clone(),
+        exchange: route.exchange.clone(),
+        routing_key: route.routing_key.clone(),
+        delay_seconds: args.delay,
+        margin_seconds: args.margin,
+        arrived: false,
+        observed_seconds: None,
+        lateness_seconds: None,
+        failure: None,
+        sink: None,
+    };
+    let connection = amqp::connect(target).await?;
+    let sent = send_and_wait(target, desired, &connection, &route, args, &mut report).await;
+    // Clean up even after an error, but report the first error.
+    let in_flight = matches!(sent, Ok(true));
+    let cleaned = clean_up(target, desired, &connection, &mut report, in_flight).await;
+    let _ = tokio::time::timeout(target.timeout, connection.close(200, "probe done".into())).await;
+    sent?;
+    cleaned?;
+    Ok(report)
+}
+
+/// Runs a broker operation with the target's timeout, keeping the broker's
+/// refusal (a 404, say) as a value: for the probe a refusal is an answer.
+async fn refusable<T>(
+    target: &Target,
+    what: &str,
+    operation: impl std::future::Future<Output = lapin::Result<T>>,
+) -> Result<lapin::Result<T>> {
+    tokio::time::timeout(target.timeout, operation)
+        .await
+        .map_err(|_| {
+            broker(format!(
+                "{what}: no answer from {} within {}",
+                target.amqp_display(),
+                amqp::seconds(target.timeout)
+            ))
+        })
+}
+
+fn refusal(target: &Target, error: &lapin::Error) -> Option<(u16, String)> {
+    reply_code(error).map(|code| (code, describe(target, error)))
+}
+
+/// Publishes the probe and waits for it. `Ok(true)` when the message was
+/// accepted by the cascade but has not arrived (it is still in there).
+async fn send_and_wait(
+    target: &Target,
+    desired: &Desired,
+    connection: &Connection,
+    route: &Route,
+    args: &ProbeArgs,
+    report: &mut ProbeReport,
+) -> Result<bool> {
+    let address = report.address.clone();
+    let channel = bounded(target, "opening a channel", connection.create_channel()).await?;
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..QueueDeclareOptions::default()
+    };
+    bounded(
+        target,
+        &format!("declaring probe queue {address}"),
+        channel.queue_declare(address.as_str().into(), exclusive, FieldTable::default()),
+    )
+    .await?;
+    let bound = refusable(
+        target,
+        "binding the probe queue",
+        channel.queue_bind(
+            address.as_str().into(),
+            desired.delivery_exchange.as_str().into(),
+            format!("#.{address}").into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await?;
+    if let Err(error) = bound {
+        return match refusal(target, &error) {
+            Some((404, _)) => {
+                report.failure = Some(format!(
+                    "delivery exchange {} does not exist: no delayed message can be delivered",
+                    desired.delivery_exchange
+                ));
+                Ok(false)
+            }
+            _ => Err(broker(format!(
+                "binding the probe queue to {}: {}",
+                desired.delivery_exchange,
+                describe(target, &error)
+            ))),
+        };
+    }
+    let mut consumer = bounded(
+        target,
+        "consuming from the probe queue",
+        channel.basic_consume(
+            address.as_str().into(),
+            "delaytopo-probe".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        ),
+    )
+    .await?;
+    bounded(
+        target,
+        "enabling publisher confirms",
+        channel.confirm_select(ConfirmSelectOptions::default()),
+    )
+    .await?;
+
+    let started = Instant::now();
+    let confirmation = refusable(target, "publishing the probe", async {
+        publish(&channel, route, &address).await?.await
+    })
+    .await?;
+    match confirmation {
+        Ok(Confirmation::Ack(None)) => {}
+        Ok(Confirmation::Ack(Some(returned))) => {
+            report.failure = Some(format!(
+                "no binding on {} matches {} ({} {}): the level's bindings are missing",
+                route.exchange, route.routing_key, returned.reply_code, returned.reply_text
+            ));
+            return Ok(false);
+        }
+        Ok(Confirmation::Nack(_)) | Ok(Confirmation::NotRequested) => {
+            report.failure = Some(format!(
+                "the broker refused the probe at {} (nack): a level queue is full or refusing",
+                route.exchange
+            ));
+            return Ok(false);
+        }
+        Err(error) => {
+            return match refusal(target, &error) {
+                Some((404, _)) => {
+                    report.failure =
+                        Some(format!("level exchange {} does not exist", route.exchange));
+                    Ok(false)
+                }
+                _ => Err(broker(format!(
+                    "publishing the probe to {}: {}",
+                    route.exchange,
+                    describe(target, &error)
+                ))),
+            };
+        }
+    }
+
+    let deadline = started + Duration::from_secs(args.delay) + Duration::from_secs_f64(args.margin);
+    match tokio::time::timeout_at(deadline.into(), consumer.next()).await {
+        Ok(Some(Ok(_delivery))) => {
+            let observed = started.elapsed();
+            let delay = Duration::from_secs(args.delay);
+            report.arrived = true;
+            report.observed_seconds = Some(observed.as_secs_f64());
+            report.lateness_seconds = Some(observed.as_secs_f64() - delay.as_secs_f64());
+            if observed + EARLY_TOLERANCE < delay {
+                report.failure = Some(format!(
+                    "arrived {:.2} s early: something shortens the delay (a policy's \
+                     message-ttl?)",
+                    (delay - observed).as_secs_f64()
+                ));
+            }
+            Ok(false)
+        }
+        Ok(Some(Err(error))) => Err(broker(format!(
+            "waiting for the probe: {}",
+            describe(target, &error)
+        ))),
+        Ok(None) => Err(broker(
+            "waiting for the probe: the broker cancelled the probe's consumer",
+        )),
+        Err(_) => {
+            report.failure = Some(format!(
+                "did not arrive within {} s + {} s margin: it is stuck or lost on the way \
+                 (run verify to see where)",
+                args.delay, args.margin
+            ));
+            Ok(true)
+        }
+    }
+}
+
+async fn publish(
+    channel: &Channel,
+    route: &Route,
+    address: &str,
+) -> lapin::Result<lapin::PublisherConfirm> {
+    let sent_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("text/plain".into())
+        .with_message_id(address.into())
+        .with_timestamp(sent_at);
+    channel
+        .basic_publish(
+            route.exchange.as_str().into(),
+            route.routing_key.as_str().into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            b"delaytopo probe",
+            properties,
+        )
+        .await
+}
+
+/// Removes the probe's binding and queue; when the message is still in the
+/// cascade, replaces them with a durable sink for its address.
+async fn clean_up(
+    target: &Target,
+    desired: &Desired,
+    connection: &Connection,
+    report: &mut ProbeReport,
+    in_flight: bool,
+) -> Result<()> {
+    let address = report.address.clone();
+    // A fresh channel: the probe's may have been closed by a refusal.
+    let channel = bounded(target, "opening a channel", connection.create_channel()).await?;
+    let key = format!("#.{address}");
+    // Unbinding a binding that was never made is fine; deleting the queue removes it anyway.
+    let unbound = refusable(
+        target,
+        "unbinding the probe queue",
+        channel.queue_unbind(
+            address.as_str().into(),
+            desired.delivery_exchange.as_str().into(),
+            key.as_str().into(),
+            FieldTable::default(),
+        ),
+    )
+    .await?;
+    // A refusal (no such exchange) closed the channel: take another.
+    let channel = match unbound {
+        Ok(()) => channel,
+        Err(_) => bounded(target, "opening a channel", connection.create_channel()).await?,
+    };
+    bounded(
+        target,
+        &format!("deleting probe queue {address}"),
+        channel.queue_delete(address.as_str().into(), QueueDeleteOptions::default()),
+    )
+    .await?;
+    if !in_flight {
+        return Ok(());
+    }
+    let mut drop_on_arrival = FieldTable::default();
+    drop_on_arrival.insert("x-message-ttl".into(), AMQPValue::LongLongInt(0));
+    bounded(
+        target,
+        &format!("declaring sink queue {address}"),
+        channel.queue_declare(
+            address.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            drop_on_arrival,
+        ),
+    )
+    .await?;
+    bounded(
+        target,
+        &format!("binding sink queue {address}"),
+        channel.queue_bind(
+            address.as_str().into(),
+            desired.delivery_exchange.as_str().into(),
+            key.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await?;
+    report.sink = Some(address.clone());
+    if let Some(failure) = &mut report.failure {
+        failure.push_str(&format!(
+            "; queue {address} stays bound to drop the probe should it arrive later (it would \
+             jam level 0 otherwise): delete it once the levels hold no dead-lettered messages"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_fixtures::desired;
+
+    #[test]
+    fn probe_addresses_are_unique_and_endpoint_shaped() {
+        let a = probe_address();
+        assert!(a.starts_with("delaytopo.probe.") && a.len() == 32, "{a}");
+        assert_ne!(a, probe_address());
+    }
+
+    #[test]
+    fn delays_beyond_the_cascade_and_bad_margins_are_bad_input() {
+        let d = desired("cascade:\n  levels: 3\n");
+        let args = |delay, margin| ProbeArgs { delay, margin };
+        assert!(check_args(&d, &args(7, 3.0)).is_ok());
+        let e = check_args(&d, &args(8, 3.0)).unwrap_err();
+        assert_eq!(crate::exit::code_for(&e), crate::exit::BAD_INPUT);
+        assert!(e.to_string().contains("at most 7 s"), "{e}");
+        assert!(check_args(&d, &args(2, -1.0)).is_err());
+        assert!(check_args(&d, &args(2, f64::NAN)).is_err());
+    }
+
+    #[test]
+    fn a_late_probe_is_an_error_finding_and_an_arrival_is_information() {
+        let mut report = ProbeReport {
+            address: "delaytopo.probe.1".into(),
+            exchange: "nsb.v2.delay-level-01".into(),
+            routing_key: "k".into(),
+            delay_seconds: 2,
+            margin_seconds: 3.0,
+            arrived: true,
+            observed_seconds: Some(2.04),
+            lateness_seconds: Some(0.04),
+            failure: None,
+            sink: None,
+        };
+        let f = report.finding();
+        assert_eq!(
+            (f.severity, f.kind.as_str()),
+            (Severity::Info, "probe_arrived")
+        );
+        assert!(
+            f.message.ends_with("arrived after 2.04 s (+0.04 s)"),
+            "{}",
+            f.message
+        );
+        report.failure = Some("did not arrive".into());
+        assert_eq!(report.finding().severity, Severity::Error);
+    }
+}
