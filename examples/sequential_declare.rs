@@ -16,11 +16,12 @@ use clap::Parser;
 use lapin::options::{
     ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use lapin::ExchangeKind;
 
 use delaytopo::amqp::{bounded, connect};
-use delaytopo::cascade::{Arguments, Desired, DestinationKind, Value};
+use delaytopo::apply::field_table;
+use delaytopo::cascade::{Desired, DestinationKind};
 use delaytopo::cli::Global;
 use delaytopo::context::Context;
 use delaytopo::target::Target;
@@ -138,17 +139,4 @@ async fn declare_one_at_a_time(target: &Target, desired: &Desired) -> Result<Vec
     .await?;
     phase_done("closing".into());
     Ok(phases)
-}
-
-fn field_table(arguments: &Arguments) -> FieldTable {
-    let mut table = FieldTable::default();
-    for (key, value) in arguments {
-        let value = match value {
-            Value::Bool(flag) => AMQPValue::Boolean(*flag),
-            Value::Int(number) => AMQPValue::LongLongInt(*number),
-            Value::Str(text) => AMQPValue::LongString(text.as_str().into()),
-        };
-        table.insert(key.as_str().into(), value);
-    }
-    table
 }
