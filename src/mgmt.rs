@@ -9,7 +9,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use anyhow::Result;
-use reqwest::StatusCode;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::amqp::seconds;
@@ -18,7 +25,7 @@ use crate::target::{encode_vhost, scrub, Target};
 
 #[derive(Clone)]
 pub struct Management {
-    http: reqwest::Client,
+    http: Transport,
     target: Target,
     requests: Arc<AtomicUsize>,
 }
@@ -26,7 +33,7 @@ pub struct Management {
 impl Management {
     pub fn new(target: &Target) -> Result<Management> {
         Ok(Management {
-            http: shared_client(target)?,
+            http: shared_transport(target)?,
             target: target.clone(),
             requests: Arc::new(AtomicUsize::new(0)),
         })
@@ -49,43 +56,34 @@ impl Management {
     /// GET /api/{path}, decoded as `T`.
     pub async fn get<T: DeserializeOwned>(&self, path: impl Into<String>) -> Result<T> {
         let path = path.into();
-        let path = path.as_str();
-        let response = self.send(reqwest::Method::GET, path, None).await?;
-        self.decode(path, response).await
+        let answer = self.send(Method::GET, &path, None).await?;
+        self.decode(&path, &answer)
     }
 
     /// GET /api/{path} where the user may lack the tag it needs (feature
     /// flags need `administrator`, nodes `monitoring`): `None` when refused
     /// with 401/403, so that a monitoring user can still check the rest.
     pub async fn get_if_permitted<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>> {
-        let response = self.request(reqwest::Method::GET, path, None).await?;
+        let answer = self.request(Method::GET, path, None).await?;
         if matches!(
-            response.status(),
+            answer.status,
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
         ) {
             return Ok(None);
         }
-        let response = self.checked(path, response).await?;
-        self.decode(path, response).await.map(Some)
+        let answer = self.checked(path, answer)?;
+        self.decode(path, &answer).map(Some)
     }
 
-    async fn decode<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        response: reqwest::Response,
-    ) -> Result<T> {
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| self.failure(path, &format!("reading the answer failed: {e}")))?;
-        serde_json::from_slice(&body)
+    fn decode<T: DeserializeOwned>(&self, path: &str, answer: &Answer) -> Result<T> {
+        serde_json::from_slice(&answer.body)
             .map_err(|e| self.failure(path, &format!("unexpected answer: {e}")))
     }
 
     /// A request whose answer body does not matter (PUT, DELETE, POST).
     pub async fn call(
         &self,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<()> {
@@ -94,55 +92,50 @@ impl Management {
 
     async fn send(
         &self,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
         body: Option<&serde_json::Value>,
-    ) -> Result<reqwest::Response> {
-        let response = self.request(method, path, body).await?;
-        self.checked(path, response).await
+    ) -> Result<Answer> {
+        let answer = self.request(method, path, body).await?;
+        self.checked(path, answer)
     }
 
-    /// Sends a request; any answer is Ok, whatever its status.
+    /// Sends a request and reads the whole answer, whatever its status.
     async fn request(
         &self,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
         body: Option<&serde_json::Value>,
-    ) -> Result<reqwest::Response> {
+    ) -> Result<Answer> {
         let url = self
             .target
             .management
             .join(&format!("api/{path}"))
             .map_err(|e| self.failure(path, &format!("bad URL: {e}")))?;
-        let mut request = self
-            .http
-            .request(method, url)
-            .basic_auth(&self.target.username, Some(&self.target.password));
-        if let Some(body) = body {
-            request = request.json(body);
-        }
+        let body = body.map(|b| Bytes::from(b.to_string()));
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let response = request.send().await.map_err(|e| {
-            let reason = if e.is_timeout() {
-                format!("no answer within {}", seconds(self.target.timeout))
-            } else if e.is_connect() {
-                format!(
+        let exchange = self.http.exchange(&self.target, method, &url, body);
+        match tokio::time::timeout(self.target.timeout, exchange).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(TransportError::Connect(cause))) => Err(self.failure(
+                path,
+                &format!(
                     "cannot connect (is the management plugin enabled? \
-                     `rabbitmq-plugins enable rabbitmq_management`): {}",
-                    root_cause(&e)
-                )
-            } else {
-                root_cause(&e)
-            };
-            self.failure(path, &reason)
-        })?;
-        Ok(response)
+                     `rabbitmq-plugins enable rabbitmq_management`): {cause}"
+                ),
+            )),
+            Ok(Err(TransportError::Other(cause))) => Err(self.failure(path, &cause)),
+            Err(_) => Err(self.failure(
+                path,
+                &format!("no answer within {}", seconds(self.target.timeout)),
+            )),
+        }
     }
 
     /// The answer if it is a success, else an error that says why in words.
-    async fn checked(&self, path: &str, response: reqwest::Response) -> Result<reqwest::Response> {
-        match response.status() {
-            status if status.is_success() => Ok(response),
+    fn checked(&self, path: &str, answer: Answer) -> Result<Answer> {
+        match answer.status {
+            status if status.is_success() => Ok(answer),
             StatusCode::UNAUTHORIZED => Err(self.failure(
                 path,
                 &format!(
@@ -163,8 +156,10 @@ impl Management {
                 &format!("not found (404): does vhost `{}` exist?", self.target.vhost),
             )),
             status => {
-                let text = response.text().await.unwrap_or_default();
-                let text: String = text.chars().take(200).collect();
+                let text: String = String::from_utf8_lossy(&answer.body)
+                    .chars()
+                    .take(200)
+                    .collect();
                 Err(self.failure(path, &format!("{status}: {text}")))
             }
         }
@@ -181,27 +176,121 @@ impl Management {
     }
 }
 
-/// One HTTP client per process: its connection pool serves every vhost of a
-/// run, and building it (TLS set-up, certificate store) is paid once. Plain
-/// `http://` management URLs skip loading the system certificates, which
-/// otherwise dominates a quick verify's start-up.
-fn shared_client(target: &Target) -> Result<reqwest::Client> {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    if let Some(client) = CLIENT.get() {
-        return Ok(client.clone());
+/// A whole answer: management API answers are small, and reading them at
+/// once keeps the timeout covering the body too.
+struct Answer {
+    status: StatusCode,
+    body: Bytes,
+}
+
+enum TransportError {
+    Connect(String),
+    Other(String),
+}
+
+/// How requests travel. Plain `http://` goes through hyper directly: a
+/// TLS-capable client loads the system certificate store when it is built,
+/// which costs more than a whole verify on loopback. `https://` uses reqwest.
+#[derive(Clone)]
+enum Transport {
+    Plain(hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>),
+    Tls(reqwest::Client),
+}
+
+const USER_AGENT: &str = concat!("delaytopo/", env!("CARGO_PKG_VERSION"));
+
+impl Transport {
+    async fn exchange(
+        &self,
+        target: &Target,
+        method: Method,
+        url: &url::Url,
+        body: Option<Bytes>,
+    ) -> Result<Answer, TransportError> {
+        match self {
+            Transport::Plain(client) => {
+                let credentials = format!("{}:{}", target.username, target.password);
+                let mut request = hyper::Request::builder()
+                    .method(method)
+                    .uri(url.as_str())
+                    .header(header::USER_AGENT, USER_AGENT)
+                    .header(
+                        header::AUTHORIZATION,
+                        format!("Basic {}", BASE64.encode(credentials)),
+                    );
+                if body.is_some() {
+                    request = request.header(header::CONTENT_TYPE, "application/json");
+                }
+                let request = request
+                    .body(Full::new(body.unwrap_or_default()))
+                    .map_err(|e| TransportError::Other(e.to_string()))?;
+                let response = client.request(request).await.map_err(|e| {
+                    if e.is_connect() {
+                        TransportError::Connect(root_cause(&e))
+                    } else {
+                        TransportError::Other(root_cause(&e))
+                    }
+                })?;
+                let status = response.status();
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| TransportError::Other(format!("reading the answer failed: {e}")))?
+                    .to_bytes();
+                Ok(Answer { status, body })
+            }
+            Transport::Tls(client) => {
+                let mut request = client
+                    .request(method, url.clone())
+                    .basic_auth(&target.username, Some(&target.password));
+                if let Some(body) = body {
+                    request = request
+                        .header(header::CONTENT_TYPE, "application/json")
+                        .body(body);
+                }
+                let response = request.send().await.map_err(|e| {
+                    if e.is_connect() {
+                        TransportError::Connect(root_cause(&e))
+                    } else {
+                        TransportError::Other(root_cause(&e))
+                    }
+                })?;
+                let status = response.status();
+                let body = response.bytes().await.map_err(|e| {
+                    TransportError::Other(format!("reading the answer failed: {e}"))
+                })?;
+                Ok(Answer { status, body })
+            }
+        }
     }
-    let mut builder = reqwest::Client::builder()
-        .timeout(target.timeout)
-        .connect_timeout(target.timeout)
-        .no_proxy()
-        .user_agent(concat!("delaytopo/", env!("CARGO_PKG_VERSION")));
-    if target.management.scheme() == "http" {
-        builder = builder.tls_certs_only(Vec::new());
+}
+
+/// One transport per process: its connection pool serves every vhost of a
+/// run, and building it is paid once.
+fn shared_transport(target: &Target) -> Result<Transport> {
+    static TRANSPORT: OnceLock<Transport> = OnceLock::new();
+    if let Some(transport) = TRANSPORT.get() {
+        return Ok(transport.clone());
     }
-    let client = builder
-        .build()
-        .map_err(|e| broker(format!("cannot set up an HTTP client: {e}")))?;
-    Ok(CLIENT.get_or_init(|| client).clone())
+    let transport = if target.management.scheme() == "http" {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(target.timeout));
+        connector.set_nodelay(true);
+        Transport::Plain(
+            hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector),
+        )
+    } else {
+        let client = reqwest::Client::builder()
+            .timeout(target.timeout)
+            .connect_timeout(target.timeout)
+            .no_proxy()
+            .user_agent(USER_AGENT)
+            .build()
+            .map_err(|e| broker(format!("cannot set up an HTTP client: {e}")))?;
+        Transport::Tls(client)
+    };
+    Ok(TRANSPORT.get_or_init(|| transport).clone())
 }
 
 /// The innermost cause of a reqwest error: its own text is mostly the URL.
