@@ -188,6 +188,16 @@ enum TransportError {
     Other(String),
 }
 
+impl TransportError {
+    fn new(is_connect: bool, error: &(dyn std::error::Error + 'static)) -> TransportError {
+        if is_connect {
+            TransportError::Connect(root_cause(error))
+        } else {
+            TransportError::Other(root_cause(error))
+        }
+    }
+}
+
 /// How requests travel. Plain `http://` goes through hyper directly: a
 /// TLS-capable client loads the system certificate store when it is built,
 /// which costs more than a whole verify on loopback. `https://` uses reqwest.
@@ -224,13 +234,10 @@ impl Transport {
                 let request = request
                     .body(Full::new(body.unwrap_or_default()))
                     .map_err(|e| TransportError::Other(e.to_string()))?;
-                let response = client.request(request).await.map_err(|e| {
-                    if e.is_connect() {
-                        TransportError::Connect(root_cause(&e))
-                    } else {
-                        TransportError::Other(root_cause(&e))
-                    }
-                })?;
+                let response = client
+                    .request(request)
+                    .await
+                    .map_err(|e| TransportError::new(e.is_connect(), &e))?;
                 let status = response.status();
                 let body = response
                     .into_body()
@@ -249,13 +256,10 @@ impl Transport {
                         .header(header::CONTENT_TYPE, "application/json")
                         .body(body);
                 }
-                let response = request.send().await.map_err(|e| {
-                    if e.is_connect() {
-                        TransportError::Connect(root_cause(&e))
-                    } else {
-                        TransportError::Other(root_cause(&e))
-                    }
-                })?;
+                let response = request
+                    .send()
+                    .await
+                    .map_err(|e| TransportError::new(e.is_connect(), &e))?;
                 let status = response.status();
                 let body = response.bytes().await.map_err(|e| {
                     TransportError::Other(format!("reading the answer failed: {e}"))
