@@ -52,3 +52,45 @@ fn rendered_definitions_import_into_a_vhost() {
     // 56 cascade + 1 endpoint + the default-exchange bindings of 29 queues.
     assert_eq!(bindings.iter().filter(|b| b["source"] != "").count(), 57);
 }
+
+/// Exchanges, queues and bindings of a vhost without the vhost's name, sorted.
+fn cascade_definitions(vhost: &TestVhost) -> serde_json::Value {
+    let mut definitions = vhost.definitions();
+    let mut sorted = serde_json::Map::new();
+    for kind in ["exchanges", "queues", "bindings"] {
+        let mut items: Vec<serde_json::Value> = definitions[kind]
+            .as_array_mut()
+            .unwrap()
+            .drain(..)
+            .map(|mut item| {
+                item.as_object_mut().unwrap().remove("vhost");
+                item
+            })
+            .collect();
+        items.sort_by_key(|item| item.to_string());
+        sorted.insert(kind.to_string(), serde_json::Value::Array(items));
+    }
+    serde_json::Value::Object(sorted)
+}
+
+#[test]
+fn rendered_definitions_equal_what_install_creates() {
+    let imported = TestVhost::new("render-vs-import");
+    let installed = TestVhost::new("render-vs-install");
+    for vhost in [&imported, &installed] {
+        vhost.set_topology("endpoints:\n  - address: Sales\n");
+        vhost.declare_queue("Sales", serde_json::json!({}));
+    }
+    let output = imported.delaytopo().arg("render").output().unwrap();
+    let definitions: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    api(
+        reqwest::Method::POST,
+        &format!("definitions/{}", encode(&imported.name)),
+        Some(definitions),
+    );
+    installed.delaytopo().arg("install").assert().success();
+    assert_eq!(
+        cascade_definitions(&imported),
+        cascade_definitions(&installed)
+    );
+}
