@@ -6,11 +6,13 @@
 use std::future::Future;
 
 use anyhow::Result;
-use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
+use indicatif::ProgressBar;
+use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ExchangeKind};
+use lapin::{Channel, Connection};
 
 use crate::amqp::{bounded, channel_refusal_code, describe, open_channel};
+use crate::apply::{self, OpResult, Operation};
 use crate::exit::broker;
 use crate::target::Target;
 
@@ -84,22 +86,8 @@ async fn passive_queue(
     connection: &Connection,
     queue: &str,
 ) -> Result<Result<u32, Refusal>> {
-    let channel = open_channel(connection, target).await?;
-    let declared = refusable(
-        target,
-        &format!("looking up queue {queue}"),
-        channel.queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        ),
-    )
-    .await?;
-    close_quietly(channel).await;
-    Ok(declared.map(|q| q.message_count()))
+    let answer = inspect(target, connection, Operation::InspectQueue(queue.into())).await?;
+    Ok(answer.map(|messages| messages.unwrap_or(0)))
 }
 
 pub async fn exchange_exists(
@@ -107,23 +95,37 @@ pub async fn exchange_exists(
     connection: &Connection,
     exchange: &str,
 ) -> Result<bool> {
-    let channel = open_channel(connection, target).await?;
-    let declared = refusable(
+    let declared = inspect(
         target,
-        &format!("looking up exchange {exchange}"),
-        channel.exchange_declare(
-            exchange.into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        ),
+        connection,
+        Operation::InspectExchange(exchange.into()),
     )
     .await?;
-    close_quietly(channel).await;
     Ok(!matches!(declared, Err(r) if r.code == NOT_FOUND))
+}
+
+/// Runs one passive declare through the executor, on a channel of its own.
+async fn inspect(
+    target: &Target,
+    connection: &Connection,
+    operation: Operation,
+) -> Result<Result<Option<u32>, Refusal>> {
+    let operations = [operation];
+    let results = apply::apply(connection, target, &operations, 1, &ProgressBar::hidden()).await;
+    if let Some(error) = apply::connection_failure(&operations, &results) {
+        return Err(error);
+    }
+    match results.into_iter().next() {
+        Some(OpResult::Done { messages }) => Ok(Ok(messages)),
+        Some(OpResult::Refused {
+            code: Some(code),
+            text,
+        }) => Ok(Err(Refusal { code, text })),
+        Some(OpResult::Refused { code: None, text }) => {
+            Err(broker(format!("{}: {text}", operations[0].describe())))
+        }
+        _ => Err(broker(format!("{}: no answer", operations[0].describe()))),
+    }
 }
 
 /// Declares the poison queue unless it exists: a plain durable classic
