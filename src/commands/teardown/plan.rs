@@ -355,14 +355,8 @@ impl Holding {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::ObservedExchange;
-    use crate::topology::Topology;
+    use crate::test_fixtures::{desired, installed};
     use serde_json::json;
-    use std::path::Path;
-
-    fn desired(yaml: &str) -> Desired {
-        Desired::new(&Topology::parse(Path::new("t.yaml"), yaml).unwrap(), "v")
-    }
 
     fn queue(name: &str, arguments: serde_json::Value, policy: serde_json::Value) -> ObservedQueue {
         serde_json::from_value(json!({
@@ -386,51 +380,6 @@ mod tests {
             routing_key: key.into(),
             arguments: Arguments::new(),
         }
-    }
-
-    /// The broker right after installing `d`, plus an endpoint queue and extras.
-    fn installed(d: &Desired) -> Observed {
-        let mut observed = Observed::default();
-        for e in &d.exchanges {
-            observed.exchanges.insert(
-                e.name.clone(),
-                ObservedExchange {
-                    name: e.name.clone(),
-                    kind: e.kind.clone(),
-                    durable: e.durable,
-                    auto_delete: e.auto_delete,
-                    internal: e.internal,
-                    arguments: e.arguments.clone(),
-                },
-            );
-        }
-        for q in &d.queues {
-            let arguments: serde_json::Map<String, serde_json::Value> = q
-                .arguments
-                .iter()
-                .map(|(k, v)| {
-                    let v = match v {
-                        ArgValue::Int(i) => json!(i),
-                        ArgValue::Str(s) => json!(s),
-                        ArgValue::Bool(b) => json!(b),
-                    };
-                    (k.clone(), v)
-                })
-                .collect();
-            observed.queues.insert(
-                q.name.clone(),
-                queue(&q.name, serde_json::Value::Object(arguments), json!(null)),
-            );
-        }
-        for b in &d.bindings {
-            observed.bindings.push(observed_binding(
-                &b.source,
-                &b.destination,
-                b.destination_type,
-                &b.routing_key,
-            ));
-        }
-        observed
     }
 
     #[test]
