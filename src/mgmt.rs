@@ -273,28 +273,33 @@ impl Transport {
 /// One transport per process: its connection pool serves every vhost of a
 /// run, and building it is paid once.
 fn shared_transport(target: &Target) -> Result<Transport> {
-    static TRANSPORT: OnceLock<Transport> = OnceLock::new();
-    if let Some(transport) = TRANSPORT.get() {
+    // One per scheme: a transfer may read an http:// and an https:// broker.
+    static PLAIN: OnceLock<Transport> = OnceLock::new();
+    static TLS: OnceLock<Transport> = OnceLock::new();
+    if target.management.scheme() == "http" {
+        return Ok(PLAIN
+            .get_or_init(|| {
+                let mut connector = HttpConnector::new();
+                connector.set_connect_timeout(Some(target.timeout));
+                connector.set_nodelay(true);
+                Transport::Plain(
+                    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+                        .build(connector),
+                )
+            })
+            .clone());
+    }
+    if let Some(transport) = TLS.get() {
         return Ok(transport.clone());
     }
-    let transport = if target.management.scheme() == "http" {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(target.timeout));
-        connector.set_nodelay(true);
-        Transport::Plain(
-            hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector),
-        )
-    } else {
-        let client = reqwest::Client::builder()
-            .timeout(target.timeout)
-            .connect_timeout(target.timeout)
-            .no_proxy()
-            .user_agent(USER_AGENT)
-            .build()
-            .map_err(|e| broker(format!("cannot set up an HTTP client: {e}")))?;
-        Transport::Tls(client)
-    };
-    Ok(TRANSPORT.get_or_init(|| transport).clone())
+    let client = reqwest::Client::builder()
+        .timeout(target.timeout)
+        .connect_timeout(target.timeout)
+        .no_proxy()
+        .user_agent(USER_AGENT)
+        .build()
+        .map_err(|e| broker(format!("cannot set up an HTTP client: {e}")))?;
+    Ok(TLS.get_or_init(|| Transport::Tls(client)).clone())
 }
 
 /// The innermost cause of a reqwest error: its own text is mostly the URL.

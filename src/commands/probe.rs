@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::amqp::{self, bounded, describe, reply_code};
-use crate::cascade::{max_delay_seconds, Desired, Route};
+use crate::cascade::{endpoint_binding_key, max_delay_seconds, Desired, Route};
 use crate::cli::ProbeArgs;
 use crate::commands::fanout::{each_target, VhostOutcome};
 use crate::context::Context;
@@ -237,7 +237,7 @@ async fn send_and_wait(
         channel.queue_bind(
             address.as_str().into(),
             desired.delivery_exchange.as_str().into(),
-            format!("#.{address}").into(),
+            endpoint_binding_key(&address).as_str().into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         ),
@@ -391,7 +391,7 @@ async fn clean_up(
     let address = report.address.clone();
     // A fresh channel: the probe's may have been closed by a refusal.
     let channel = bounded(target, "opening a channel", connection.create_channel()).await?;
-    let key = format!("#.{address}");
+    let key = endpoint_binding_key(&address);
     // Unbinding a binding that was never made is fine; deleting the queue removes it anyway.
     let unbound = refusable(
         target,

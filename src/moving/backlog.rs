@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::mgmt::Management;
 use crate::moving::Side;
-use crate::target::encode_vhost;
 use crate::topology::QueueType;
 
 /// How long a backlog may take to show as gone (statistics come every ~5 s).
@@ -43,34 +43,12 @@ pub async fn stuck_in_backlog(source: &Side) -> Result<BTreeMap<u8, u64>, String
 }
 
 async fn backlog_now(source: &Side) -> Result<BTreeMap<u8, u64>, String> {
-    let broker = &source.broker;
-    let url = broker
-        .management
-        .join(&format!(
-            "api/queues/{}?columns=name,messages_dlx",
-            encode_vhost(&broker.vhost)
-        ))
-        .map_err(|e| e.to_string())?;
-    let failed = |e: reqwest::Error| {
-        format!(
-            "{}: {}",
-            broker.management_display(),
-            crate::target::scrub(&e.to_string(), &broker.password)
-        )
-    };
-    let queues: Vec<QueueStats> = reqwest::Client::builder()
-        .timeout(broker.timeout)
-        .build()
-        .map_err(failed)?
-        .get(url)
-        .basic_auth(&broker.username, Some(&broker.password))
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .map_err(failed)?
-        .json()
-        .await
-        .map_err(failed)?;
+    let management = Management::new(&source.broker).map_err(|e| format!("{e:#}"))?;
+    let path = format!(
+        "{}?columns=name,messages_dlx",
+        management.vhost_path("queues")
+    );
+    let queues: Vec<QueueStats> = management.get(path).await.map_err(|e| format!("{e:#}"))?;
     Ok(queues
         .into_iter()
         .filter(|q| q.messages_dlx > 0)
