@@ -287,6 +287,16 @@ impl Desired {
         self.queues.iter().any(|q| q.name == name)
     }
 
+    /// Whether a binding with these ends touches the cascade: its source is a
+    /// cascade exchange, or its destination a cascade queue or exchange.
+    pub fn binding_touches(&self, source: &str, destination: &str, kind: DestinationKind) -> bool {
+        self.owns_exchange(source)
+            || match kind {
+                DestinationKind::Queue => self.owns_queue(destination),
+                DestinationKind::Exchange => self.owns_exchange(destination),
+            }
+    }
+
     /// The cascade's own bindings (levels and fall-through), without endpoints.
     pub fn cascade_bindings(&self) -> impl Iterator<Item = &Binding> {
         self.bindings

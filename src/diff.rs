@@ -284,11 +284,8 @@ pub fn structure<'a>(desired: &'a Desired, observed: &Observed) -> Structure<'a>
         if wanted.contains(&key) && found.arguments.is_empty() {
             continue;
         }
-        let touches_cascade = desired.owns_exchange(&found.source)
-            || match found.destination_type {
-                DestinationKind::Queue => desired.owns_queue(&found.destination),
-                DestinationKind::Exchange => desired.owns_exchange(&found.destination),
-            };
+        let touches_cascade =
+            desired.binding_touches(&found.source, &found.destination, found.destination_type);
         if !touches_cascade {
             continue;
         }

@@ -10,7 +10,7 @@ use anyhow::Result;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::cascade::{Desired, DestinationKind};
+use crate::cascade::Desired;
 use crate::commands::fanout::{each_target, VhostOutcome};
 use crate::context::Context;
 use crate::diff::{self, binding_entity, Finding, Structure};
@@ -91,11 +91,7 @@ fn removal(desired: &Desired, observed: &Observed) -> Removal {
         }
     }
     for b in &observed.bindings {
-        let touches = desired.owns_exchange(&b.source)
-            || match b.destination_type {
-                DestinationKind::Queue => desired.owns_queue(&b.destination),
-                DestinationKind::Exchange => desired.owns_exchange(&b.destination),
-            };
+        let touches = desired.binding_touches(&b.source, &b.destination, b.destination_type);
         if touches {
             removal.bindings.push(binding_entity((
                 &b.source,
