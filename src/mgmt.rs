@@ -8,6 +8,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use futures::TryFutureExt;
+use tokio::sync::OnceCell;
+
 use anyhow::Result;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -20,6 +23,7 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::amqp::seconds;
+use crate::broker_identity;
 use crate::exit::broker;
 use crate::target::{encode_vhost, scrub, Target};
 
@@ -28,6 +32,23 @@ pub struct Management {
     http: Transport,
     target: Target,
     requests: Arc<AtomicUsize>,
+    /// Whether this API belongs to the AMQP URL's broker: checked once, by
+    /// the first requests, alongside them (see `broker_identity`).
+    same_broker: Arc<OnceCell<Result<(), String>>>,
+}
+
+/// Marks an error of the same-broker proof: the management API answered, but
+/// cannot be trusted for the AMQP URL's broker (or AMQP could not be reached
+/// to tell), so no command may fall back to AMQP-only work on it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotProvenSameBroker(String);
+
+impl NotProvenSameBroker {
+    /// Whether `error` (anywhere in its chain) is a failed same-broker proof.
+    pub fn is(error: &anyhow::Error) -> bool {
+        error.chain().any(|cause| cause.is::<NotProvenSameBroker>())
+    }
 }
 
 impl Management {
@@ -36,6 +57,7 @@ impl Management {
             http: shared_transport(target)?,
             target: target.clone(),
             requests: Arc::new(AtomicUsize::new(0)),
+            same_broker: Arc::new(OnceCell::new()),
         })
     }
 
@@ -100,8 +122,49 @@ impl Management {
         self.checked(path, answer)
     }
 
-    /// Sends a request and reads the whole answer, whatever its status.
+    /// Sends a request and reads the whole answer, whatever its status;
+    /// the answer counts only once this API is proven to be the AMQP
+    /// broker's. The first requests wait for the proof in parallel.
     async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer> {
+        let (proven, answer) = tokio::join!(
+            self.proven_same_broker(),
+            self.unproven_request(method, path, body)
+        );
+        proven?;
+        answer
+    }
+
+    async fn proven_same_broker(&self) -> Result<()> {
+        let outcome = self
+            .same_broker
+            .get_or_init(|| {
+                async {
+                    let (over_amqp, overview) = tokio::join!(
+                        broker_identity::over_amqp(&self.target),
+                        self.unproven_request(Method::GET, "overview", None)
+                    );
+                    let over_http =
+                        broker_identity::from_overview(&self.decode::<serde_json::Value>(
+                            "overview",
+                            &self.checked("overview", overview?)?,
+                        )?);
+                    broker_identity::ensure_same(&self.target, &over_amqp?, &over_http)
+                }
+                .map_err(|e: anyhow::Error| format!("{e:#}"))
+            })
+            .await;
+        // Unclassified errors exit 3 (`exit::code_for`).
+        outcome
+            .clone()
+            .map_err(|reason| NotProvenSameBroker(reason).into())
+    }
+
+    async fn unproven_request(
         &self,
         method: Method,
         path: &str,

@@ -18,7 +18,7 @@ use crate::commands::fanout::{self, VhostOutcome};
 use crate::context::Context;
 use crate::diff::{self, binding_entity, Finding, Severity, Structure};
 use crate::exit::broker;
-use crate::mgmt::Management;
+use crate::mgmt::{Management, NotProvenSameBroker};
 use crate::observe::{observe, Depth, Observed};
 use crate::progress::Progress;
 use crate::report::Outcome;
@@ -53,6 +53,11 @@ async fn install_vhost(
     };
     let plan = match &observed {
         Ok(observed) => Plan::observed(&desired, observed),
+        // Another broker's management API is refused, never worked around.
+        Err(error) if NotProvenSameBroker::is(error) => {
+            dismiss(connecting).await;
+            return Err(observed.unwrap_err());
+        }
         Err(error) => Plan::blind(&desired, error),
     };
     if plan.declarations.is_empty() && plan.bindings.is_empty() {

@@ -62,7 +62,7 @@ use crate::cli::TeardownArgs;
 use crate::commands::fanout::{each_target, VhostOutcome};
 use crate::context::Context;
 use crate::exit::broker;
-use crate::mgmt::Management;
+use crate::mgmt::{Management, NotProvenSameBroker};
 use crate::observe::{observe, Depth, ObservedBinding, ObservedQueue};
 use crate::progress::Progress;
 use crate::report::Outcome;
@@ -133,7 +133,8 @@ async fn teardown(
     );
     let (plan, management) = match observation {
         Ok(observed) => (Plan::observed(&desired, &observed), Some((management, observed))),
-        Err(error) if options.force => {
+        // A management API of another broker is refused outright, --force or not.
+        Err(error) if options.force && !NotProvenSameBroker::is(&error) => {
             report.warnings.push(format!(
                 "{error:#}; going ahead by name (--force): bindings the topology does not \
                  list and the dead-letter backlog could not be seen"
