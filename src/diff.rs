@@ -342,10 +342,14 @@ pub fn structure<'a>(desired: &'a Desired, observed: &Observed) -> Structure<'a>
 }
 
 /// A delivery-exchange binding of the endpoint shape: `#.X` to queue or exchange X.
+/// An endpoint's own `#.<address>` binding to its queue or exchange. A
+/// wildcard "address" (`#.#`, `#.*`) matches other endpoints' messages: that
+/// one is a stray, whatever its shape.
 fn is_endpoint_binding(desired: &Desired, binding: &ObservedBinding) -> bool {
     binding.source == desired.delivery_exchange
         && binding.arguments.is_empty()
         && binding.routing_key.strip_prefix("#.") == Some(binding.destination.as_str())
+        && crate::topology::address_problem(&binding.destination).is_none()
         && !desired.owns_exchange(&binding.destination)
         && !desired.owns_queue(&binding.destination)
 }
@@ -455,6 +459,24 @@ mod tests {
             arguments: Arguments::new(),
         });
         assert_eq!(structure(&d, &observed).strays.len(), 1);
+    }
+
+    #[test]
+    fn a_wildcard_endpoint_binding_found_on_the_broker_is_a_stray() {
+        let d = desired("");
+        let mut o = installed(&d);
+        for wildcard in ["#", "*"] {
+            o.bindings.push(ObservedBinding {
+                source: d.delivery_exchange.clone(),
+                destination: wildcard.to_string(),
+                destination_type: DestinationKind::Queue,
+                routing_key: format!("#.{wildcard}"),
+                arguments: Arguments::new(),
+            });
+        }
+        let s = structure(&d, &o);
+        assert_eq!(s.strays.len(), 2);
+        assert!(s.unlisted_endpoints.is_empty());
     }
 
     #[test]

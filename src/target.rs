@@ -148,7 +148,7 @@ pub fn resolve(topology: &Topology, overrides: &Overrides<'_>) -> anyhow::Result
             management.password().and_then(decode).unwrap_or_default(),
         )
     };
-    let mut management = management;
+    let mut management = api_base(management);
     let _ = management.set_username("");
     let _ = management.set_password(None);
 
@@ -173,6 +173,17 @@ pub fn resolve(topology: &Topology, overrides: &Overrides<'_>) -> anyhow::Result
         .into_iter()
         .map(|v| base.with_vhost(v))
         .collect())
+}
+
+/// The management API's base, ending in `/` so that `api/...` joins below
+/// it: behind a reverse proxy at `/rabbitmq` the API is `/rabbitmq/api/`.
+/// A URL given with its `api` segment (`…/api/`) means the same base.
+fn api_base(mut url: Url) -> Url {
+    let path = url.path().trim_end_matches('/');
+    let path = path.strip_suffix("/api").unwrap_or(path);
+    let base = format!("{path}/");
+    url.set_path(&base);
+    url
 }
 
 /// The longest `--timeout`: one day (longer is a mistake, not a wish).
@@ -321,6 +332,25 @@ mod tests {
             assert_eq!(crate::exit::code_for(&error), crate::exit::BAD_INPUT);
         }
         assert_eq!(timeout(86_400.0).unwrap(), Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn a_management_url_with_a_path_keeps_it_with_or_without_its_api_segment() {
+        for given in [
+            "http://h:15672/rabbitmq",
+            "http://h:15672/rabbitmq/",
+            "http://h:15672/rabbitmq/api",
+            "http://h:15672/rabbitmq/api/",
+        ] {
+            let t = &resolve_with(None, Some(given), &[]).unwrap()[0];
+            assert_eq!(t.management.as_str(), "http://h:15672/rabbitmq/", "{given}");
+            assert_eq!(
+                t.management.join("api/overview").unwrap().as_str(),
+                "http://h:15672/rabbitmq/api/overview"
+            );
+        }
+        let t = &resolve_with(None, Some("http://h:15672/api/"), &[]).unwrap()[0];
+        assert_eq!(t.management.as_str(), "http://h:15672/");
     }
 
     #[test]
