@@ -8,7 +8,6 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use futures::TryFutureExt;
 use tokio::sync::OnceCell;
 
 use anyhow::Result;
@@ -34,7 +33,13 @@ pub struct Management {
     requests: Arc<AtomicUsize>,
     /// Whether this API belongs to the AMQP URL's broker: checked once, by
     /// the first requests, alongside them (see `broker_identity`).
-    same_broker: Arc<OnceCell<Result<(), String>>>,
+    same_broker: Arc<OnceCell<Result<(), Unproven>>>,
+}
+
+#[derive(Clone)]
+enum Unproven {
+    ManagementFailed(String),
+    NotSameBroker(String),
 }
 
 /// Marks an error of the same-broker proof: the management API answered, but
@@ -142,26 +147,30 @@ impl Management {
     async fn proven_same_broker(&self) -> Result<()> {
         let outcome = self
             .same_broker
-            .get_or_init(|| {
-                async {
-                    let (over_amqp, overview) = tokio::join!(
-                        broker_identity::over_amqp(&self.target),
-                        self.unproven_request(Method::GET, "overview", None)
-                    );
-                    let over_http =
-                        broker_identity::from_overview(&self.decode::<serde_json::Value>(
-                            "overview",
-                            &self.checked("overview", overview?)?,
-                        )?);
-                    broker_identity::ensure_same(&self.target, &over_amqp?, &over_http)
-                }
-                .map_err(|e: anyhow::Error| format!("{e:#}"))
+            .get_or_init(|| async {
+                let (over_amqp, overview) = tokio::join!(
+                    broker_identity::over_amqp(&self.target),
+                    self.unproven_request(Method::GET, "overview", None)
+                );
+                // The management API failing is its own error (install then
+                // works over AMQP alone); a proof that fails is not.
+                let over_http = overview
+                    .and_then(|answer| self.checked("overview", answer))
+                    .and_then(|answer| self.decode::<serde_json::Value>("overview", &answer))
+                    .map_err(|e| Unproven::ManagementFailed(format!("{e:#}")))?;
+                let over_http = broker_identity::from_overview(&over_http);
+                over_amqp
+                    .and_then(|over_amqp| {
+                        broker_identity::ensure_same(&self.target, &over_amqp, &over_http)
+                    })
+                    .map_err(|e| Unproven::NotSameBroker(format!("{e:#}")))
             })
             .await;
-        // Unclassified errors exit 3 (`exit::code_for`).
-        outcome
-            .clone()
-            .map_err(|reason| NotProvenSameBroker(reason).into())
+        match outcome.clone() {
+            Ok(()) => Ok(()),
+            Err(Unproven::ManagementFailed(reason)) => Err(broker(reason)),
+            Err(Unproven::NotSameBroker(reason)) => Err(NotProvenSameBroker(reason).into()),
+        }
     }
 
     async fn unproven_request(
