@@ -42,6 +42,31 @@ fn other_api(node: &Node, method: reqwest::Method, path: &str, body: Option<Valu
     );
 }
 
+/// A vhost on `other_broker()`, deleted when dropped.
+struct OtherVhost {
+    encoded: String,
+}
+
+impl OtherVhost {
+    fn new(name: &str) -> OtherVhost {
+        let encoded = encode(name);
+        other_api(
+            other_broker(),
+            reqwest::Method::PUT,
+            &format!("vhosts/{encoded}"),
+            None,
+        );
+        OtherVhost { encoded }
+    }
+}
+
+impl Drop for OtherVhost {
+    fn drop(&mut self) {
+        let path = format!("vhosts/{}", self.encoded);
+        other_api(other_broker(), reqwest::Method::DELETE, &path, None);
+    }
+}
+
 fn stderr(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -54,13 +79,7 @@ fn every_command_refuses_a_management_api_of_another_broker_and_changes_nothing(
     let other = other_broker();
     // The other broker has a vhost of the same name holding the same cascade:
     // read there, install would find nothing to do and teardown nothing held.
-    let encoded = encode(&vhost.name);
-    other_api(
-        other,
-        reqwest::Method::PUT,
-        &format!("vhosts/{encoded}"),
-        None,
-    );
+    let twin = OtherVhost::new(&vhost.name);
     let document = delaytopo::commands::render::definitions(&[&delaytopo::cascade::Desired::new(
         &delaytopo::topology::Topology::parse(std::path::Path::new("t.yaml"), "").unwrap(),
         &vhost.name,
@@ -68,7 +87,7 @@ fn every_command_refuses_a_management_api_of_another_broker_and_changes_nothing(
     other_api(
         other,
         reqwest::Method::POST,
-        &format!("definitions/{encoded}"),
+        &format!("definitions/{}", twin.encoded),
         Some(document),
     );
     // A message parked at level 05 on the broker the AMQP URL names.
@@ -104,27 +123,18 @@ fn every_command_refuses_a_management_api_of_another_broker_and_changes_nothing(
     }
     assert_eq!(vhost.definitions(), before);
     assert_eq!(vhost.get("nsb.v2.delay-level-05", 10), ["parked"]);
-    other_api(
-        other,
-        reqwest::Method::DELETE,
-        &format!("vhosts/{encoded}"),
-        None,
-    );
 }
 
 #[test]
 fn a_management_api_behind_a_path_prefix_is_reached_with_or_without_its_api_segment() {
     let other = other_broker();
-    let name = format!("delaytopo-test-prefix-{}", std::process::id());
-    let encoded = encode(&name);
-    other_api(
-        other,
-        reqwest::Method::PUT,
-        &format!("vhosts/{encoded}"),
-        None,
-    );
+    let vhost = OtherVhost::new(&format!("delaytopo-test-prefix-{}", std::process::id()));
     let topology = tempfile::NamedTempFile::new().unwrap();
-    let url = format!("amqp://guest:guest@{}/{encoded}", other.amqp_host_port());
+    let url = format!(
+        "amqp://guest:guest@{}/{}",
+        other.amqp_host_port(),
+        vhost.encoded
+    );
     for (command, management) in [
         ("install", other.management_url()),
         ("verify", format!("{}/api/", other.management_url())),
@@ -146,12 +156,6 @@ fn a_management_api_behind_a_path_prefix_is_reached_with_or_without_its_api_segm
             "{command} via {management}: {output:?}"
         );
     }
-    other_api(
-        other,
-        reqwest::Method::DELETE,
-        &format!("vhosts/{encoded}"),
-        None,
-    );
 }
 
 #[test]
