@@ -71,6 +71,23 @@ pub struct ObservedQueue {
     #[serde(default)]
     pub effective_policy_definition: Option<Map<String, Value>>,
     pub state: Option<String>,
+    /// With `?lengths_age=…&lengths_incr=…`: `messages` over recent seconds.
+    #[serde(default)]
+    pub messages_details: Option<LengthHistory>,
+}
+
+/// A queue length's recent history, newest sample first.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct LengthHistory {
+    #[serde(default)]
+    pub samples: Vec<LengthSample>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LengthSample {
+    pub sample: u64,
+    /// Milliseconds since the epoch.
+    pub timestamp: u64,
 }
 
 impl ObservedQueue {
