@@ -4,6 +4,8 @@
 //! HTTP API) to keep tests short and readable.
 #![allow(dead_code)]
 
+pub mod celery;
+
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
