@@ -7,10 +7,9 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::Value;
-use support::celery::{BrokerUser, PythonEnv, Worker};
+use support::celery::{CountdownApp, PythonEnv, Worker};
 use support::*;
 
 const EXAMPLE: &str = include_str!("../examples/celery.yaml");
@@ -134,93 +133,34 @@ fn kombu_and_delaytopo_build_the_same_prefixed_classic_cascade() {
     kombu_and_delaytopo_agree("classic", Some("billing"));
 }
 
-/// Tasks run so far, as (countdown, lateness in seconds) from the record file.
-fn runs(record: &std::path::Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(record)
-        .unwrap_or_default()
-        .lines()
-        .map(|line| {
-            let run: Value = serde_json::from_str(line).unwrap();
-            let countdown = run["countdown"].as_u64().unwrap();
-            let late = run["ran_at"].as_f64().unwrap()
-                - run["sent_at"].as_f64().unwrap()
-                - countdown as f64;
-            (countdown, late)
-        })
-        .collect()
+/// The example's cascade section, without its endpoints.
+fn example_cascade() -> &'static str {
+    EXAMPLE.split("endpoints:").next().unwrap()
+}
+
+/// Checks each run came within a second or so of its countdown, never early.
+fn assert_on_time(runs: &[(u64, f64)], worker: &Worker) {
+    for (countdown, late) in runs {
+        eprintln!("countdown {countdown} s: ran {late:+.3} s after its time");
+        assert!(
+            (-0.05..1.5).contains(late),
+            "countdown {countdown} ran {late:.3} s after its time:\n{}",
+            worker.log()
+        );
+    }
 }
 
 #[test]
 fn a_celery_worker_runs_countdown_tasks_through_the_cascade_delaytopo_made() {
     let Some(env) = PythonEnv::get() else { return };
-    let vhost = TestVhost::new("celery-worker");
-    let queue = "dt_tasks";
-    vhost.set_topology(&format!(
-        "{}  - queue: {queue}\n    exchange: {queue}\n    routing_key: {queue}\n",
-        EXAMPLE.split("endpoints:").next().unwrap().to_string() + "endpoints:\n"
-    ));
-    vhost.declare_exchange(queue, "topic");
-    vhost.declare_queue(queue, serde_json::json!({"x-queue-type": "quorum"}));
-    vhost.delaytopo().arg("install").assert().code(0);
-
-    // The worker may configure only its own queue and exchange: nothing of
-    // the cascade, which it would otherwise declare at start-up.
-    let user = BrokerUser::new(
-        &vhost,
-        "celery-worker",
-        [
-            &format!("^{queue}$"),
-            &format!("^({queue}|celery_delayed_27)$"),
-            &format!("^{queue}$"),
-        ],
-    );
-    let work = tempfile::tempdir().unwrap();
-    let record = work.path().join("runs.jsonl");
-    let vars = [
-        ("DT_BROKER_URL", user.url()),
-        ("DT_QUEUE", queue.to_string()),
-        ("DT_RECORD", record.display().to_string()),
-    ];
-    let worker = Worker::start(&env, "countdown_app", &vars, work.path().join("worker.log"));
-    let consuming = vhost.wait_for(Duration::from_secs(60), || {
-        (vhost.queue_info(queue)["consumers"].as_u64() == Some(1)).then_some(())
-    });
-    assert!(
-        consuming.is_some(),
-        "the worker never consumed:\n{}",
-        worker.log()
-    );
-
-    let countdowns = ["1", "2", "3", "4", "5"];
-    let mut send = env.python();
-    send.arg(support::celery::script("countdown_app.py"))
-        .args(countdowns)
-        .envs(vars.iter().map(|(k, v)| (k, v)));
-    let sent = send.output().unwrap();
-    assert!(
-        sent.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
-
-    let start = Instant::now();
-    while runs(&record).len() < countdowns.len() && start.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let done = runs(&record);
-    assert_eq!(
-        done.len(),
-        countdowns.len(),
-        "worker log:\n{}",
-        worker.log()
-    );
-    for (countdown, late) in &done {
-        eprintln!("countdown {countdown} s: ran {late:+.3} s after its time");
-        assert!(
-            (-0.05..1.5).contains(late),
-            "countdown {countdown} ran {late:.3} s after its time"
-        );
-    }
+    let app = CountdownApp::new("celery-worker", example_cascade());
+    let worker = app.start_worker(&env);
+    let countdowns = [1, 2, 3, 4, 5];
+    app.send(&env, &countdowns);
+    let runs = app.runs(countdowns.len(), Duration::from_secs(30));
+    assert_eq!(runs.len(), countdowns.len(), "{}", worker.log());
+    assert_on_time(&runs, &worker);
+    // The worker tried to declare the cascade itself, was refused, and ran anyway.
     assert!(
         worker
             .log()
@@ -228,33 +168,44 @@ fn a_celery_worker_runs_countdown_tasks_through_the_cascade_delaytopo_made() {
         "the worker was not refused the cascade it tries to declare:\n{}",
         worker.log()
     );
-    vhost
+    app.vhost
         .delaytopo()
         .args(["verify", "--strict"])
         .assert()
         .code(0);
 
     // An hour's countdown waits in level 11 (2048 s <= 3600 s < 4096 s).
-    let mut park = env.python();
-    park.arg(support::celery::script("countdown_app.py"))
-        .arg("3600")
-        .envs(vars.iter().map(|(k, v)| (k, v)));
-    assert!(park.output().unwrap().status.success());
-    let parked = vhost.wait_for(Duration::from_secs(10), || {
-        let ready = vhost.queue_info("celery_delayed_11")["messages_ready"].as_u64();
-        (ready == Some(1)).then_some(())
-    });
-    assert!(
-        parked.is_some(),
-        "the long countdown never reached level 11"
-    );
-    vhost
+    app.send(&env, &[3600]);
+    app.wait_parked(11, 1);
+    app.vhost
         .delaytopo()
         .arg("teardown")
         .assert()
         .code(1)
         .stdout(predicates::str::contains("celery_delayed_11"));
-    drop(worker);
+}
+
+#[test]
+fn transfer_moves_celery_tasks_by_their_eta_and_a_worker_runs_them_on_time() {
+    let Some(env) = PythonEnv::get() else { return };
+    let from = CountdownApp::new("celery-transfer-from", example_cascade());
+    let to = CountdownApp::new("celery-transfer-to", example_cascade());
+    // 30 s waits in level 4 first (16 s <= 30 s < 32 s); 3600 s in level 11.
+    from.send(&env, &[30, 3600]);
+    from.wait_parked(4, 1);
+    from.wait_parked(11, 1);
+    from.vhost
+        .delaytopo()
+        .args(["transfer", "--to-url", &to.vhost.url()])
+        .args(["--to-management-url", MANAGEMENT])
+        .assert()
+        .code(0);
+    to.wait_parked(11, 1);
+    let worker = to.start_worker(&env);
+    let runs = to.runs(1, Duration::from_secs(40));
+    assert_eq!(runs.len(), 1, "{}", worker.log());
+    assert_eq!(runs[0].0, 30);
+    assert_on_time(&runs, &worker);
 }
 
 /// A vhost with the example topology, Celery's default queue on an exchange

@@ -9,8 +9,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::{api, encode, TestVhost, AMQP_HOST_PORT};
 
@@ -196,5 +197,116 @@ impl Drop for Worker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A vhost set up for `tests/celery/countdown_app.py`: its task queue on a
+/// topic exchange, the cascade installed from `topology` with that queue as
+/// its endpoint, and a broker user for the worker and the sender that may
+/// not configure anything of the cascade.
+pub struct CountdownApp {
+    pub vhost: TestVhost,
+    user: BrokerUser,
+    work: tempfile::TempDir,
+}
+
+impl CountdownApp {
+    pub const QUEUE: &'static str = "dt_tasks";
+
+    /// `topology` is a cascade section without endpoints.
+    pub fn new(test: &str, topology: &str) -> CountdownApp {
+        let queue = Self::QUEUE;
+        let vhost = TestVhost::new(test);
+        vhost.set_topology(&format!(
+            "{topology}endpoints:\n  - queue: {queue}\n    exchange: {queue}\n    routing_key: {queue}\n"
+        ));
+        vhost.declare_exchange(queue, "topic");
+        vhost.declare_queue(queue, json!({"x-queue-type": "quorum"}));
+        vhost.delaytopo().arg("install").assert().code(0);
+        let user = BrokerUser::new(
+            &vhost,
+            test,
+            [
+                &format!("^{queue}$"),
+                &format!("^({queue}|celery_delayed_27)$"),
+                &format!("^{queue}$"),
+            ],
+        );
+        CountdownApp {
+            vhost,
+            user,
+            work: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn record(&self) -> PathBuf {
+        self.work.path().join("runs.jsonl")
+    }
+
+    fn vars(&self) -> [(&'static str, String); 3] {
+        [
+            ("DT_BROKER_URL", self.user.url()),
+            ("DT_QUEUE", Self::QUEUE.to_string()),
+            ("DT_RECORD", self.record().display().to_string()),
+        ]
+    }
+
+    /// Starts a worker and waits until it consumes the task queue.
+    pub fn start_worker(&self, env: &PythonEnv) -> Worker {
+        let log = self.work.path().join("worker.log");
+        let worker = Worker::start(env, "countdown_app", &self.vars(), log);
+        let consuming = self.vhost.wait_for(Duration::from_secs(60), || {
+            let consumers = self.vhost.queue_info(Self::QUEUE)["consumers"].as_u64();
+            (consumers == Some(1)).then_some(())
+        });
+        assert!(
+            consuming.is_some(),
+            "the worker never consumed:\n{}",
+            worker.log()
+        );
+        worker
+    }
+
+    /// Sends one task per countdown with `apply_async(countdown=N)`.
+    pub fn send(&self, env: &PythonEnv, countdowns: &[u64]) {
+        let mut send = env.python();
+        send.arg(script("countdown_app.py"))
+            .args(countdowns.iter().map(u64::to_string))
+            .envs(self.vars());
+        must(&mut send);
+    }
+
+    /// Waits up to `limit` for `count` task runs; returns them as
+    /// (countdown, seconds late), whatever came.
+    pub fn runs(&self, count: usize, limit: Duration) -> Vec<(u64, f64)> {
+        let start = Instant::now();
+        loop {
+            let runs: Vec<(u64, f64)> = std::fs::read_to_string(self.record())
+                .unwrap_or_default()
+                .lines()
+                .map(|line| {
+                    let run: Value = serde_json::from_str(line).unwrap();
+                    let countdown = run["countdown"].as_u64().unwrap();
+                    let late = run["ran_at"].as_f64().unwrap()
+                        - run["sent_at"].as_f64().unwrap()
+                        - countdown as f64;
+                    (countdown, late)
+                })
+                .collect();
+            if runs.len() >= count || start.elapsed() > limit {
+                return runs;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits until level `level`'s queue reports `count` ready messages.
+    pub fn wait_parked(&self, level: u8, count: u64) {
+        let queue = format!("celery_delayed_{level}");
+        let parked = self.vhost.wait_for(Duration::from_secs(15), || {
+            let ready = self.vhost.queue_info(&queue)["messages_ready"].as_u64();
+            (ready == Some(count)).then_some(())
+        });
+        assert!(parked.is_some(), "{queue} never held {count} message(s)");
     }
 }
