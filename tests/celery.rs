@@ -107,6 +107,17 @@ fn kombu_and_delaytopo_agree(queue_type: &str, prefix: Option<&str>) {
         .args(["verify", "--strict"])
         .assert()
         .code(0);
+    kombu.delaytopo().arg("plan").assert().code(0);
+    kombu
+        .delaytopo()
+        .arg("install")
+        .assert()
+        .code(0)
+        .stdout(predicates::str::contains("nothing to do"));
+    assert_eq!(
+        definitions(&kombu),
+        [kombu_exchanges, kombu_queues, kombu_bindings]
+    );
     let without_endpoints = topology(queue_type, prefix);
     let without_endpoints = without_endpoints.split("endpoints:").next().unwrap();
     kombu.set_topology(without_endpoints);
