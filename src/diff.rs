@@ -468,6 +468,24 @@ mod tests {
     }
 
     #[test]
+    fn a_wildcard_endpoint_binding_found_on_the_broker_is_a_stray() {
+        let d = desired("");
+        let mut o = installed(&d);
+        for wildcard in ["#", "*"] {
+            o.bindings.push(ObservedBinding {
+                source: d.delivery_exchange.clone(),
+                destination: wildcard.to_string(),
+                destination_type: DestinationKind::Queue,
+                routing_key: format!("#.{wildcard}"),
+                arguments: Arguments::new(),
+            });
+        }
+        let s = structure(&d, &o);
+        assert_eq!(s.strays.len(), 2);
+        assert!(s.unlisted_endpoints.is_empty());
+    }
+
+    #[test]
     fn unlisted_endpoint_bindings_are_noted_and_checked() {
         let d = desired("");
         let mut observed = installed(&d);

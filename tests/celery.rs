@@ -208,7 +208,7 @@ fn transfer_moves_celery_tasks_by_their_eta_and_a_worker_runs_them_on_time() {
     from.vhost
         .delaytopo()
         .args(["transfer", "--to-url", &to.vhost.url()])
-        .args(["--to-management-url", MANAGEMENT])
+        .args(["--to-management-url", management()])
         .assert()
         .code(0);
     to.wait_parked(11, 1);

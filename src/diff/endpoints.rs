@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use super::{Finding, Severity};
 use crate::cascade::{Desired, DestinationKind};
 use crate::observe::{Observed, ObservedBinding};
+use crate::topology::address_problem;
 
 /// The exchanges among `destinations` that are direct, as errors.
 pub(super) fn direct_exchanges<'d>(
@@ -43,14 +44,16 @@ pub(super) fn direct_exchanges<'d>(
 
 /// A delivery-exchange binding of the endpoint shape, `#.<address>` to a
 /// queue or exchange outside the cascade: NServiceBus endpoints bind their
-/// own name, kombu (Celery) workers their queue's exchange with its routing key.
+/// own name, kombu (Celery) workers their queue's exchange with its routing
+/// key. A wildcard "address" (`#.#`, `#.*`) matches other endpoints'
+/// messages: that one is a stray, whatever its shape.
 pub(super) fn is_endpoint_binding(desired: &Desired, binding: &ObservedBinding) -> bool {
     binding.source == desired.delivery_exchange
         && binding.arguments.is_empty()
         && binding
             .routing_key
             .strip_prefix("#.")
-            .is_some_and(|address| !address.is_empty())
+            .is_some_and(|address| address_problem(address).is_none())
         && !desired.owns_exchange(&binding.destination)
         && !desired.owns_queue(&binding.destination)
 }

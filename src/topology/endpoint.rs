@@ -25,6 +25,17 @@ pub struct Endpoint {
     pub queue: Option<EntityName>,
 }
 
+impl Endpoint {
+    /// The file's key that holds the address, to point errors at its line.
+    pub fn address_key(&self) -> &'static str {
+        if self.queue.is_some() {
+            "routing_key"
+        } else {
+            "address"
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEndpoint {
@@ -91,6 +102,12 @@ mod tests {
         assert_eq!(
             endpoint.queue.as_ref().map(EntityName::as_str),
             Some("video")
+        );
+        let e =
+            error("endpoints:\n  - queue: v\n    exchange: media\n    routing_key: \"media.#\"\n");
+        assert!(
+            e.starts_with("t.yaml:4:5: endpoints[0]: address `media.#`"),
+            "{e}"
         );
         let e = error("endpoints:\n  - queue: video\n    address: media\n");
         assert!(e.contains("either `address`"), "{e}");

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{api, encode, TestVhost, AMQP_HOST_PORT};
+use super::{amqp_host_port, api, encode, TestVhost};
 
 pub const CELERY_VERSION: &str = "5.7.0";
 pub const KOMBU_VERSION: &str = "5.7.0";
@@ -138,9 +138,10 @@ impl BrokerUser {
 
     pub fn url(&self) -> String {
         format!(
-            "amqp://{}:{}@{AMQP_HOST_PORT}/{}",
+            "amqp://{}:{}@{}/{}",
             encode(&self.name),
             encode(&self.password),
+            amqp_host_port(),
             encode(&self.vhost)
         )
     }
