@@ -33,9 +33,10 @@ pub(super) fn direct_exchanges<'d>(
             expected: Some("type=topic".into()),
             actual: Some("type=direct".into()),
             message: format!(
-                "endpoint exchange {name} is a direct exchange: it routes only exact keys, never \
-                 the `#.<address>` of a delayed message, so delayed messages sent through it \
-                 are never delivered and stay in level 0 (make it a topic exchange)"
+                "endpoint exchange {name} is a direct exchange: it matches whole routing keys \
+                 only, and a delayed message's key starts with its delay bits, so no delayed \
+                 message reaches a queue through it (at-least-once levels keep them in level 0, \
+                 jamming it; classic levels drop them). Make it a topic exchange"
             ),
             level: None,
         })
