@@ -30,9 +30,11 @@ def main(url, queue_type, prefix, mode, *specs):
         for queue in queues:
             queue.bind(channel).declare()
         if mode == "kombu":
-            declare_native_delayed_delivery_exchanges_and_queues(connection, queue_type, prefix)
+            # kombu before 5.6 has no prefix parameter: pass it only when given.
+            extra = [prefix] if prefix else []
+            declare_native_delayed_delivery_exchanges_and_queues(connection, queue_type, *extra)
             for queue in queues:
-                bind_queue_to_native_delayed_delivery_exchange(connection, queue, prefix)
+                bind_queue_to_native_delayed_delivery_exchange(connection, queue, *extra)
 
 
 if __name__ == "__main__":
