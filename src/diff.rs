@@ -297,6 +297,9 @@ pub fn structure<'a>(desired: &'a Desired, observed: &Observed) -> Structure<'a>
         if !touches_cascade {
             continue;
         }
+        if is_probe_sink_binding(desired, found) {
+            continue;
+        }
         if is_endpoint_binding(desired, found) {
             result.unlisted_endpoints.push(found.clone());
             continue;
@@ -358,6 +361,16 @@ pub fn structure<'a>(desired: &'a Desired, observed: &Observed) -> Structure<'a>
         }
     }
     result
+}
+
+/// The probe's permanent sink (`commands::probe`): part of delaytopo's own
+/// equipment, neither a stray nor an endpoint.
+fn is_probe_sink_binding(desired: &Desired, binding: &ObservedBinding) -> bool {
+    binding.source == desired.delivery_exchange
+        && binding.destination == crate::cascade::PROBE_SINK_QUEUE
+        && binding.destination_type == DestinationKind::Queue
+        && binding.routing_key == crate::cascade::probe_sink_binding_key()
+        && binding.arguments.is_empty()
 }
 
 #[cfg(test)]
@@ -465,6 +478,21 @@ mod tests {
             arguments: Arguments::new(),
         });
         assert_eq!(structure(&d, &observed).strays.len(), 1);
+    }
+
+    #[test]
+    fn the_probe_sink_binding_is_neither_stray_nor_endpoint() {
+        let d = desired("");
+        let mut o = installed(&d);
+        o.bindings.push(ObservedBinding {
+            source: d.delivery_exchange.clone(),
+            destination: crate::cascade::PROBE_SINK_QUEUE.to_string(),
+            destination_type: DestinationKind::Queue,
+            routing_key: crate::cascade::probe_sink_binding_key(),
+            arguments: Arguments::new(),
+        });
+        let s = structure(&d, &o);
+        assert!(s.strays.is_empty() && s.unlisted_endpoints.is_empty());
     }
 
     #[test]

@@ -53,11 +53,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use indicatif::ProgressBar;
-use lapin::Connection;
 use serde_json::{json, Value};
 
 use crate::amqp;
-use crate::apply::{apply, binding_label, OpResult, Operation, DEFAULT_LANES};
+use crate::apply::{binding_label, OpResult, Operation, Session, DEFAULT_LANES};
 use crate::cascade::Desired;
 use crate::cli::TeardownArgs;
 use crate::commands::fanout::{each_target, VhostOutcome};
@@ -131,9 +130,11 @@ async fn teardown(
         ..Report::default()
     };
     // Connecting costs several round trips: it overlaps the observation.
-    let (observation, connection) = futures::join!(
+    // Channels stay open from one check to the next: at long round trips,
+    // opening them for each step would stretch the safety window.
+    let (observation, session) = futures::join!(
         observe(&management, Depth::Definitions),
-        amqp::connect(&target)
+        Session::open(&target, DEFAULT_LANES)
     );
     let (plan, management) = match observation {
         Ok(observed) => (Plan::observed(&desired, &observed), Some((management, observed))),
@@ -153,16 +154,15 @@ async fn teardown(
         }
     };
     let statistics = management.as_ref().map(|(_, observed)| observed);
-    let connection = connection?;
+    let session = session?;
     if plan.is_empty() {
-        close(&connection, &target).await;
+        close(session).await;
         return Ok(report.finish(&target.vhost));
     }
 
     let bar = progress.bar(0, "teardown");
     let looks = Looks {
-        connection: &connection,
-        target: &target,
+        session: tokio::sync::Mutex::new(session),
         management: management.as_ref().map(|(m, _)| m),
         bar: &bar,
     };
@@ -190,7 +190,8 @@ async fn teardown(
         .await
     };
     bar.finish_and_clear();
-    close(&connection, &target).await;
+    let Looks { session, .. } = looks;
+    close(session.into_inner()).await;
     result?;
     if let Some(management) = looks.management {
         if !options.unbind_only && report.refusal.is_none() {
@@ -219,14 +220,13 @@ async fn still_present(management: &Management, desired: &Desired) -> Result<Vec
 }
 
 /// The work is done: a slow close-ok must not hold the result back.
-async fn close(connection: &Connection, target: &Target) {
-    let _ = tokio::time::timeout(Duration::from_secs(2), amqp::close(connection, target)).await;
+async fn close(session: Session) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), session.close()).await;
 }
 
 /// The broker handles a teardown step needs.
 struct Looks<'a> {
-    connection: &'a Connection,
-    target: &'a Target,
+    session: tokio::sync::Mutex<Session>,
     management: Option<&'a Management>,
     bar: &'a ProgressBar,
 }
@@ -234,7 +234,8 @@ struct Looks<'a> {
 impl Looks<'_> {
     async fn run(&self, ops: &[Operation], lanes: usize) -> Vec<OpResult> {
         self.bar.inc_length(ops.len() as u64);
-        apply(self.connection, self.target, ops, lanes, self.bar).await
+        let mut session = self.session.lock().await;
+        session.apply_on_lanes(ops, lanes, self.bar).await
     }
 
     /// Keeps in `plan` only the exchanges and queues a passive declare finds.
