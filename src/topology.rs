@@ -229,6 +229,27 @@ pub fn address_problem(address: &str) -> Option<String> {
     })
 }
 
+/// Why a kombu-form `routing_key` cannot be bound, if it cannot. Unlike an
+/// address it may be a topic pattern (`media.#`), as the application binds
+/// its own queue with it; but a key of wildcards only would hand every
+/// endpoint's delayed messages to this exchange, and an empty word never
+/// matches.
+pub fn routing_key_problem(key: &str) -> Option<String> {
+    let words: Vec<&str> = key.split('.').collect();
+    if words.iter().any(|word| word.is_empty()) {
+        Some(format!(
+            "routing_key `{key}` has an empty word (a leading, trailing or doubled `.`)"
+        ))
+    } else if words.iter().all(|word| *word == "#" || *word == "*") {
+        Some(format!(
+            "routing_key `{key}` is wildcards only: its binding key `#.{key}` would receive \
+             every endpoint's delayed messages"
+        ))
+    } else {
+        None
+    }
+}
+
 impl<'de> Deserialize<'de> for EntityName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let name = String::deserialize(d)?;
@@ -453,7 +474,11 @@ impl Topology {
         for (index, endpoint) in self.endpoints.iter().enumerate() {
             let address = endpoint.address.as_str();
             let key = endpoint.address_key();
-            if let Some(problem) = address_problem(address) {
+            let problem = match endpoint.queue {
+                Some(_) => routing_key_problem(address),
+                None => address_problem(address),
+            };
+            if let Some(problem) = problem {
                 return Err((
                     key,
                     Some(address.to_string()),
@@ -689,6 +714,21 @@ mod tests {
         std::io::Write::write_all(&mut file, &vec![b'#'; MAX_FILE_BYTES as usize + 1]).unwrap();
         let e = Topology::load(file.path()).unwrap_err().to_string();
         assert!(e.contains("larger than 1024 KiB"), "{e}");
+    }
+
+    #[test]
+    fn a_kombu_routing_key_may_be_a_pattern_but_not_wildcards_only() {
+        let endpoint = |key: &str| {
+            format!(
+                "endpoints:\n  - queue: media\n    exchange: media\n    routing_key: \"{key}\"\n"
+            )
+        };
+        assert!(parse(&endpoint("media.#")).is_ok());
+        assert!(parse(&endpoint("*.video")).is_ok());
+        for key in ["#", "*.#", "media..video"] {
+            let e = error(&endpoint(key));
+            assert!(e.contains(&format!("routing_key `{key}`")), "{key}: {e}");
+        }
     }
 
     #[test]

@@ -103,10 +103,9 @@ mod tests {
             endpoint.queue.as_ref().map(EntityName::as_str),
             Some("video")
         );
-        let e =
-            error("endpoints:\n  - queue: v\n    exchange: media\n    routing_key: \"media.#\"\n");
+        let e = error("endpoints:\n  - queue: v\n    exchange: media\n    routing_key: \"#\"\n");
         assert!(
-            e.starts_with("t.yaml:4:5: endpoints[0]: address `media.#`"),
+            e.starts_with("t.yaml:4:5: endpoints[0]: routing_key `#` is wildcards only"),
             "{e}"
         );
         let e = error("endpoints:\n  - queue: video\n    address: media\n");
