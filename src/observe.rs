@@ -66,6 +66,8 @@ pub struct ObservedQueue {
     pub members: Vec<String>,
     #[serde(default)]
     pub online: Vec<String>,
+    /// The quorum queue's leader node (where its dead-letter worker runs).
+    pub leader: Option<String>,
     pub policy: Option<String>,
     pub operator_policy: Option<String>,
     #[serde(default)]
@@ -129,6 +131,9 @@ pub struct BrokerInfo {
     pub feature_flags: BTreeMap<String, String>,
     pub statistics_disabled: bool,
     pub cluster_nodes: usize,
+    /// Resource alarms in force, as `node: memory` / `node: disk` (every
+    /// publish, dead-lettering included, is blocked while one is).
+    pub alarms: Vec<String>,
     /// The API paths the user was refused (`feature-flags` needs the
     /// administrator tag, `nodes` monitoring): what they tell was not checked.
     pub unreadable: Vec<&'static str>,
@@ -149,8 +154,11 @@ struct FeatureFlag {
 
 #[derive(Deserialize)]
 struct Node {
-    #[allow(dead_code)]
     name: String,
+    #[serde(default)]
+    mem_alarm: bool,
+    #[serde(default)]
+    disk_free_alarm: bool,
 }
 
 impl<'de> Deserialize<'de> for DestinationKind {
@@ -215,7 +223,7 @@ pub async fn observe(management: &Management, depth: Depth) -> Result<Observed> 
                 .filter_map(|(path, refused)| refused.then_some(path))
                 .collect();
             // Without /api/nodes, the nodes the queues have members on.
-            let cluster_nodes = n.map_or_else(
+            let cluster_nodes = n.as_ref().map_or_else(
                 || {
                     q.iter()
                         .flat_map(|q| &q.members)
@@ -224,7 +232,19 @@ pub async fn observe(management: &Management, depth: Depth) -> Result<Observed> 
                 },
                 |n| n.len(),
             );
+            let alarms = n
+                .iter()
+                .flatten()
+                .flat_map(|node| {
+                    [
+                        (node.mem_alarm, format!("{}: memory", node.name)),
+                        (node.disk_free_alarm, format!("{}: disk", node.name)),
+                    ]
+                })
+                .filter_map(|(on, alarm)| on.then_some(alarm))
+                .collect();
             let broker = BrokerInfo {
+                alarms,
                 rabbitmq_version: o.rabbitmq_version,
                 feature_flags: f
                     .unwrap_or_default()
