@@ -191,6 +191,26 @@ pub fn arg_value(value: Value) -> ArgValue {
     }
 }
 
+/// The resource alarms in force on any node: `None` when the user may not
+/// read `/api/nodes` (it needs the `monitoring` tag).
+pub async fn alarms(management: &Management) -> Result<Option<Vec<String>>> {
+    let nodes = management.get_if_permitted::<Vec<Node>>("nodes").await?;
+    Ok(nodes.map(|nodes| alarms_of(&nodes)))
+}
+
+fn alarms_of(nodes: &[Node]) -> Vec<String> {
+    nodes
+        .iter()
+        .flat_map(|node| {
+            [
+                (node.mem_alarm, format!("{}: memory", node.name)),
+                (node.disk_free_alarm, format!("{}: disk", node.name)),
+            ]
+        })
+        .filter_map(|(on, alarm)| on.then_some(alarm))
+        .collect()
+}
+
 /// Reads the client's vhost at the given depth.
 pub async fn observe(management: &Management, depth: Depth) -> Result<Observed> {
     let exchanges = management.get::<Vec<ObservedExchange>>(management.vhost_path("exchanges"));
@@ -232,17 +252,7 @@ pub async fn observe(management: &Management, depth: Depth) -> Result<Observed> 
                 },
                 |n| n.len(),
             );
-            let alarms = n
-                .iter()
-                .flatten()
-                .flat_map(|node| {
-                    [
-                        (node.mem_alarm, format!("{}: memory", node.name)),
-                        (node.disk_free_alarm, format!("{}: disk", node.name)),
-                    ]
-                })
-                .filter_map(|(on, alarm)| on.then_some(alarm))
-                .collect();
+            let alarms = n.as_deref().map(alarms_of).unwrap_or_default();
             let broker = BrokerInfo {
                 alarms,
                 rabbitmq_version: o.rabbitmq_version,

@@ -67,3 +67,19 @@ pub fn with_ok(ok: bool, fields: Value) -> Value {
 pub fn error_document(message: &str, exit_code: u8) -> Value {
     serde_json::json!({ "ok": false, "error": message, "exit_code": exit_code })
 }
+
+/// The first three items joined, and how many more there are: keeps a
+/// message about many entities to one readable line.
+pub fn first_few(items: &[String]) -> String {
+    const SHOWN: usize = 3;
+    let shown = items
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    match items.len().saturating_sub(SHOWN) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
+}
