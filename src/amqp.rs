@@ -5,7 +5,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Result;
+use lapin::tcp::AMQPUriTcpExt;
+use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{Channel, Connection, ConnectionProperties};
+use tcp_stream::RustlsConnector;
 
 use crate::exit::broker;
 use crate::target::{scrub, Target};
@@ -16,14 +19,48 @@ use crate::target::{scrub, Target};
 pub async fn connect(target: &Target) -> Result<Connection> {
     let properties = ConnectionProperties::default()
         .with_connection_name(format!("delaytopo {}", env!("CARGO_PKG_VERSION")).into());
-    let attempt = Connection::connect_with_runtime(
-        target.amqp_uri(),
-        properties,
-        lapin::runtime::default_runtime().map_err(|e| broker(format!("no async runtime: {e}")))?,
-    );
+    let runtime =
+        lapin::runtime::default_runtime().map_err(|e| broker(format!("no async runtime: {e}")))?;
+    let uri: AMQPUri = target.amqp_uri().parse().map_err(|e: String| {
+        broker(format!(
+            "cannot connect to {}: {}",
+            target.amqp_display(),
+            scrub(&e, &target.password)
+        ))
+    })?;
+    let attempt = async {
+        if uri.scheme == AMQPScheme::AMQPS {
+            // Our own TLS settings (CA, client identity) instead of lapin's defaults.
+            let connector = RustlsConnector::from(target.tls.client_config()?);
+            Ok(Connection::connector(
+                uri,
+                runtime,
+                async move |uri: AMQPUri, runtime| {
+                    let host = uri.authority.host.clone();
+                    let mut plain = uri;
+                    plain.scheme = AMQPScheme::AMQP;
+                    let stream = plain
+                        .connect_async(&runtime)
+                        .await
+                        .map_err(lapin::Error::from)?;
+                    stream
+                        .into_rustls(&connector, &host)
+                        .await
+                        .map_err(lapin::Error::from)
+                },
+                properties,
+            )
+            .await)
+        } else {
+            Ok::<_, anyhow::Error>(
+                Connection::connect_uri_with_runtime(uri, properties, runtime).await,
+            )
+        }
+    };
     match tokio::time::timeout(target.timeout, attempt).await {
-        Ok(Ok(connection)) => Ok(connection),
-        Ok(Err(error)) => Err(broker(format!(
+        Ok(Err(setup)) => Err(setup),
+        Ok(Ok(Ok(connection))) => Ok(connection),
+        Ok(Ok(Err(error))) => Err(broker(format!(
             "cannot connect to {}: {}",
             target.amqp_display(),
             describe(target, &error)
@@ -56,6 +93,9 @@ pub async fn bounded<T>(
 
 /// A lapin error in words, with the password scrubbed.
 pub fn describe(target: &Target, error: &lapin::Error) -> String {
+    if let Some(tls) = crate::tls::describe_failure(error, &target.tls) {
+        return tls;
+    }
     let text = match error.kind() {
         lapin::ErrorKind::ProtocolError(amqp) => {
             format!("{} {}", amqp.get_id(), amqp.get_message())

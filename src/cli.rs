@@ -44,6 +44,8 @@ pub struct Global {
         global = true
     )]
     pub management_url: Option<String>,
+    #[command(flatten, next_help_heading = "Credentials and TLS")]
+    pub access: AccessArgs,
     /// Vhost to act on; repeat for several. Overrides the URL's vhost and broker.vhosts.
     #[arg(long = "vhost", value_name = "VHOST", global = true)]
     pub vhosts: Vec<String>,
@@ -65,6 +67,49 @@ pub struct Global {
         global = true
     )]
     pub timeout: f64,
+}
+
+/// Where the password comes from and the TLS identity, for the broker of
+/// `--url` (transfer's target has its own `--to-` options).
+#[derive(Debug, Args)]
+pub struct AccessArgs {
+    /// File holding the password (e.g. a mounted secret); overrides the URL's.
+    /// DELAYTOPO_PASSWORD may hold the password itself.
+    #[arg(
+        long,
+        env = "DELAYTOPO_PASSWORD_FILE",
+        value_name = "PATH",
+        global = true
+    )]
+    pub password_file: Option<PathBuf>,
+    /// PEM CA certificate(s) to trust for amqps:// and https://, instead of
+    /// the system store.
+    #[arg(
+        long,
+        env = "DELAYTOPO_TLS_CA_CERT_FILE",
+        value_name = "PATH",
+        global = true
+    )]
+    pub tls_ca_cert_file: Option<PathBuf>,
+    /// PEM client certificate, shown to the broker on AMQPS and HTTPS; with
+    /// `?auth_mechanism=external` in the URL it is also the AMQP login.
+    #[arg(
+        long,
+        env = "DELAYTOPO_TLS_CERT_FILE",
+        value_name = "PATH",
+        global = true,
+        requires = "tls_key_file"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate (unencrypted).
+    #[arg(
+        long,
+        env = "DELAYTOPO_TLS_KEY_FILE",
+        value_name = "PATH",
+        global = true,
+        requires = "tls_cert_file"
+    )]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -164,6 +209,29 @@ pub struct TransferArgs {
     /// Management API of the target broker.
     #[arg(long, value_name = "URL")]
     pub to_management_url: Option<String>,
+    /// Password file for the target broker; DELAYTOPO_TO_PASSWORD may hold
+    /// the password itself.
+    #[arg(long, env = "DELAYTOPO_TO_PASSWORD_FILE", value_name = "PATH")]
+    pub to_password_file: Option<PathBuf>,
+    /// PEM CA certificate(s) to trust for the target broker, instead of the system store.
+    #[arg(long, env = "DELAYTOPO_TO_TLS_CA_CERT_FILE", value_name = "PATH")]
+    pub to_tls_ca_cert_file: Option<PathBuf>,
+    /// PEM client certificate for the target broker.
+    #[arg(
+        long,
+        env = "DELAYTOPO_TO_TLS_CERT_FILE",
+        value_name = "PATH",
+        requires = "to_tls_key_file"
+    )]
+    pub to_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the target broker's client certificate.
+    #[arg(
+        long,
+        env = "DELAYTOPO_TO_TLS_KEY_FILE",
+        value_name = "PATH",
+        requires = "to_tls_cert_file"
+    )]
+    pub to_tls_key_file: Option<PathBuf>,
     #[command(flatten)]
     pub moving: MoveArgs,
 }

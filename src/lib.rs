@@ -19,4 +19,5 @@ pub mod report;
 pub mod target;
 #[cfg(test)]
 mod test_fixtures;
+pub mod tls;
 pub mod topology;

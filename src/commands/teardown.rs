@@ -557,7 +557,7 @@ async fn restore(plan: &Plan, looks: &Looks<'_>) -> Result<()> {
                 .collect();
             management
                 .call(
-                    reqwest::Method::POST,
+                    hyper::Method::POST,
                     &path,
                     Some(&json!({"routing_key": b.routing_key, "arguments": arguments})),
                 )
