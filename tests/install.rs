@@ -22,7 +22,7 @@ fn target_and_desired(vhost: &TestVhost, topology: &str) -> (Target, Desired) {
         &topology,
         &target::Overrides {
             url: Some(&url),
-            management_url: Some(MANAGEMENT),
+            management_url: Some(management()),
             vhosts: &[],
             timeout_seconds: 30.0,
             ..Default::default()

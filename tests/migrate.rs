@@ -118,7 +118,7 @@ impl Stage {
         Command::new(assert_cmd::cargo::cargo_bin("delaytopo"))
             .arg("-f")
             .arg(self.vhost.topology_path())
-            .args(["--url", &self.vhost.url(), "--management-url", MANAGEMENT])
+            .args(["--url", &self.vhost.url(), "--management-url", management()])
             .args(["--no-progress", "-o", "json", "migrate", "--from"])
             .arg(self.from_file.path())
             .args(extra)
