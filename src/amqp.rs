@@ -60,11 +60,18 @@ pub async fn connect(target: &Target) -> Result<Connection> {
     match tokio::time::timeout(target.timeout, attempt).await {
         Ok(Err(setup)) => Err(setup),
         Ok(Ok(Ok(connection))) => Ok(connection),
-        Ok(Ok(Err(error))) => Err(broker(format!(
-            "cannot connect to {}: {}",
-            target.amqp_display(),
-            describe(target, &error)
-        ))),
+        Ok(Ok(Err(error))) => {
+            let hint = match target.amqp.scheme() {
+                "amqps" => crate::tls::reset_hint(&error, &target.tls),
+                _ => None,
+            };
+            Err(broker(format!(
+                "cannot connect to {}: {}{}",
+                target.amqp_display(),
+                describe(target, &error),
+                hint.map(|h| format!("; {h}")).unwrap_or_default()
+            )))
+        }
         Err(_) => Err(broker(format!(
             "cannot connect to {}: no answer within {} (is the broker up, and does vhost `{}` exist?)",
             target.amqp_display(),

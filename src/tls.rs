@@ -183,6 +183,33 @@ pub fn describe_failure(error: &(dyn std::error::Error + 'static), tls: &Tls) ->
     None
 }
 
+/// A hint for a connection the broker dropped right after the TLS handshake:
+/// with TLS 1.3 a broker that wants a client certificate may close the
+/// connection before its alert can be read, and only a reset arrives.
+pub fn reset_hint(error: &(dyn std::error::Error + 'static), tls: &Tls) -> Option<&'static str> {
+    if tls.has_identity() {
+        return None;
+    }
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            ) {
+                return Some(
+                    "the broker closed the TLS connection: it may require a client \
+                     certificate (certificate required; --tls-cert-file and --tls-key-file)",
+                );
+            }
+        }
+        cause = current.source();
+    }
+    None
+}
+
 /// `io::Error` hides the error it wraps from `source()`, so look inside it.
 fn rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
     if let Some(found) = error.downcast_ref::<rustls::Error>() {
