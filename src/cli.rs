@@ -138,11 +138,30 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Move delayed messages from this broker's cascade to another broker.
     Transfer(TransferArgs),
+    /// Print the least permissions each command needs for this topology.
+    Permissions(PermissionsArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct PermissionsArgs {
+    /// Commands to cover (install, verify, plan, teardown, probe, migrate,
+    /// transfer); all when none is named.
+    #[arg(value_name = "COMMAND")]
+    pub commands: Vec<String>,
+    /// The user the rabbitmqctl lines are written for.
+    #[arg(long, default_value = "delaytopo")]
+    pub user: String,
+    /// migrate's source topology, whose queues migrate reads.
+    #[arg(long, value_name = "PATH")]
+    pub from: Option<std::path::PathBuf>,
+    /// The poison queue of migrate and transfer.
+    #[arg(long, default_value = "delaytopo.poison")]
+    pub poison_queue: String,
 }
 
 #[derive(Debug, Args)]

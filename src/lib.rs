@@ -14,6 +14,7 @@ pub mod health;
 pub mod mgmt;
 pub mod moving;
 pub mod observe;
+pub mod permissions;
 pub mod progress;
 pub mod report;
 pub mod target;

@@ -141,21 +141,9 @@ impl Management {
     fn checked(&self, path: &str, answer: Answer) -> Result<Answer> {
         match answer.status {
             status if status.is_success() => Ok(answer),
-            StatusCode::UNAUTHORIZED => Err(self.failure(
-                path,
-                &format!(
-                    "user `{}` was refused (401): wrong credentials",
-                    self.target.username
-                ),
-            )),
-            StatusCode::FORBIDDEN => Err(self.failure(
-                path,
-                &format!(
-                    "user `{}` may not do this (403): it needs the `monitoring` or \
-                     `management` tag and permissions on vhost `{}`",
-                    self.target.username, self.target.vhost
-                ),
-            )),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Err(self.failure(path, &self.refusal(answer.status, &answer.body)))
+            }
             StatusCode::NOT_FOUND => Err(self.failure(
                 path,
                 &format!("not found (404): does vhost `{}` exist?", self.target.vhost),
@@ -168,6 +156,37 @@ impl Management {
                 Err(self.failure(path, &format!("{status}: {text}")))
             }
         }
+    }
+
+    /// A 401/403 in words: the broker's own `reason` says whether the
+    /// credentials were wrong or the user lacks a tag or the vhost.
+    fn refusal(&self, status: StatusCode, body: &[u8]) -> String {
+        let reason = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["reason"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        let user = &self.target.username;
+        let vhost = &self.target.vhost;
+        let code = status.as_u16();
+        let hint = match reason.as_str() {
+            "Login failed" => "wrong credentials".to_string(),
+            "Not management user" => format!(
+                "give it the `management` tag: rabbitmqctl set_user_tags {user} management"
+            ),
+            "Not monitor user" => "it needs the `monitoring` tag".to_string(),
+            "Not administrator user" => "it needs the `administrator` tag".to_string(),
+            r if r.contains("virtual host") => format!(
+                "it has no permissions on vhost `{vhost}`: rabbitmqctl set_permissions -p {vhost} {user} ... \
+                 (see `delaytopo permissions`)"
+            ),
+            _ => format!("it needs the `management` tag and permissions on vhost `{vhost}`"),
+        };
+        let said = if reason.is_empty() {
+            String::new()
+        } else {
+            format!(" \"{}\"", scrub(&reason, &self.target.password))
+        };
+        format!("user `{user}` was refused ({code}{said}): {hint}")
     }
 
     /// `reason` is our own words, or client text already scrubbed.

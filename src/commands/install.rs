@@ -309,6 +309,19 @@ struct Applied {
 }
 
 impl Applied {
+    /// What was in place before a refusal stopped install, briefly.
+    fn already_done(&self) -> String {
+        const SHOWN: usize = 5;
+        match self.done.len() {
+            0 => "; nothing was created".to_string(),
+            n => format!(
+                "; {n} in place before it stopped: {}{}",
+                self.done[..n.min(SHOWN)].join(", "),
+                if n > SHOWN { ", ..." } else { "" }
+            ),
+        }
+    }
+
     /// Sorts one phase's answers; a 403 means the user may not do install's
     /// work at all, which is exit 3 (SPEC §3), not a finding.
     fn record(&mut self, ops: &[Operation], results: Vec<OpResult>) -> Result<()> {
@@ -321,10 +334,10 @@ impl Applied {
                     text,
                 } => {
                     return Err(broker(format!(
-                        "{}: {text} (install needs configure, write and read permissions on the \
-                         cascade's names)",
-                        op.describe()
-                    )))
+                        "{}: {text} (see `delaytopo permissions install`){}",
+                        op.describe(),
+                        self.already_done()
+                    )));
                 }
                 OpResult::Refused {
                     code: Some(406),

@@ -350,7 +350,16 @@ impl Run<'_> {
         let stop = plan.stop_inflow();
         let answers = looks.run(&stop, 1).await;
         if let Some(error) = first_failure(&stop, &answers, &[404]) {
-            restore(plan, looks).await?;
+            // Refused before anything changed (a missing permission): nothing to put back.
+            if !answers.iter().any(|a| a.is_done()) {
+                return Err(error.context("stopping the inflow failed; nothing was changed"));
+            }
+            if let Err(restore_error) = restore(plan, looks).await {
+                return Err(error.context(format!(
+                    "stopping the inflow failed, and putting the cascade back failed too \
+                     ({restore_error:#}); the first failure"
+                )));
+            }
             return Err(
                 error.context("stopping the inflow failed; the cascade was put back as it was")
             );
@@ -588,9 +597,15 @@ async fn put_back(looks: &Looks<'_>, ops: &[Operation]) -> Result<()> {
     if missed.is_empty() {
         return Ok(());
     }
+    // The first few say what went wrong; all of them would make a line of kilobytes.
+    const SHOWN: usize = 3;
+    let more = match missed.len().saturating_sub(SHOWN) {
+        0 => String::new(),
+        n => format!("; and {n} more"),
+    };
     Err(broker(format!(
-        "putting the cascade back failed; not restored: {}",
-        missed.join("; ")
+        "putting the cascade back failed; not restored: {}{more}",
+        missed[..missed.len().min(SHOWN)].join("; ")
     )))
 }
 
