@@ -15,6 +15,7 @@ pub mod mgmt;
 pub mod moving;
 pub mod observe;
 pub mod permissions;
+pub mod preflight;
 pub mod progress;
 pub mod report;
 pub mod target;

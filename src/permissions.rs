@@ -171,6 +171,29 @@ impl Needs {
         }
     }
 
+    /// The exact names a user's permissions (`configure`, `write`, `read`
+    /// regular expressions, as RabbitMQ holds them) do not cover, as
+    /// "`write` on Sales"; `None` when a regular expression cannot be read
+    /// here (Erlang's and Rust's dialects differ at the edges).
+    pub fn not_covered(&self, configure: &str, write: &str, read: &str) -> Option<Vec<String>> {
+        let mut missing = Vec::new();
+        for (kind, names, granted) in [
+            ("configure", &self.configure, configure),
+            ("write", &self.write, write),
+            ("read", &self.read, read),
+        ] {
+            let granted = regex::Regex::new(granted).ok()?;
+            missing.extend(
+                names
+                    .exact
+                    .iter()
+                    .filter(|name| !granted.is_match(name))
+                    .map(|name| format!("`{kind}` on {name}")),
+            );
+        }
+        Some(missing)
+    }
+
     fn merge(&mut self, other: &Needs) {
         self.configure.merge(&other.configure);
         self.write.merge(&other.write);
@@ -310,6 +333,18 @@ mod tests {
         for name in ["axb", "q2", "nsb.v2.delay-level-28", "nsb.v2.delay-level-0"] {
             assert!(!write.is_match(name), "{name} in {}", g.write);
         }
+    }
+
+    #[test]
+    fn what_a_users_permissions_do_not_cover_is_named() {
+        let desired = desired_with("cascade: {levels: 1}\nendpoints: [{address: Sales}]");
+        let needs = needs("install", &desired, &extra()).unwrap();
+        assert_eq!(needs.not_covered(".*", ".*", ".*"), Some(vec![]));
+        assert_eq!(
+            needs.not_covered(".*", "^nsb\\..*", ".*"),
+            Some(vec!["`write` on Sales".to_string()])
+        );
+        assert_eq!(needs.not_covered("(?<=x)", ".*", ".*"), None);
     }
 
     #[test]

@@ -40,6 +40,10 @@ impl<'a> User<'a> {
 
     /// Gives this user `grant` (one object of `permissions -o json`) on the vhost.
     fn grant(&self, grant: &Value) {
+        self.grant_on(&self.vhost.name, grant);
+    }
+
+    fn grant_on(&self, vhost: &str, grant: &Value) {
         let tags: Vec<&str> = grant["tags"]
             .as_array()
             .unwrap()
@@ -53,11 +57,7 @@ impl<'a> User<'a> {
         );
         self.vhost.broker.api(
             "PUT",
-            &format!(
-                "permissions/{}/{}",
-                support::encode(&self.vhost.name),
-                self.name
-            ),
+            &format!("permissions/{}/{}", support::encode(vhost), self.name),
             Some(json!({
                 "configure": grant["configure"],
                 "write": grant["write"],
@@ -68,14 +68,20 @@ impl<'a> User<'a> {
 
     /// `delaytopo` as this user over the node's plain ports.
     fn delaytopo(&self) -> assert_cmd::Command {
-        let url = format!(
+        self.vhost.delaytopo_at(
+            &self.url(&self.vhost.name),
+            Some(&self.vhost.broker.node.management_url()),
+            &[],
+        )
+    }
+
+    fn url(&self, vhost: &str) -> String {
+        format!(
             "amqp://{}:pw@{}/{}",
             self.name,
             self.vhost.broker.node.amqp_host_port(),
-            support::encode(&self.vhost.name)
-        );
-        self.vhost
-            .delaytopo_at(&url, Some(&self.vhost.broker.node.management_url()), &[])
+            support::encode(vhost)
+        )
     }
 }
 
@@ -89,9 +95,14 @@ impl Drop for User<'_> {
 
 /// The grant `permissions -o json COMMAND` prints for the fixture's topology.
 fn printed_grant(vhost: &TlsVhost, command: &str) -> Value {
+    printed_grant_with(vhost, &[command])
+}
+
+fn printed_grant_with(vhost: &TlsVhost, args: &[&str]) -> Value {
     let output = vhost
         .delaytopo_at("amqp://localhost/", None, &[])
-        .args(["-o", "json", "permissions", command])
+        .args(["-o", "json", "permissions"])
+        .args(args)
         .output()
         .unwrap();
     assert!(output.status.success());
@@ -196,6 +207,113 @@ fn probe_works_with_the_printed_permissions() {
     user.grant(&printed_grant(&vhost, "probe"));
     user.delaytopo()
         .args(["probe", "--delay", "1"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn an_administrator_missing_a_permission_is_stopped_before_anything_changes() {
+    let vhost = vhost("lp-preflight", false);
+    let user = User::new(&vhost);
+    // An administrator may read its own permissions: install checks them first.
+    let mut grant = printed_grant(&vhost, "install");
+    grant["tags"] = json!(["administrator"]);
+    grant["write"] = json!("^nsb\\..*");
+    user.grant(&grant);
+    user.delaytopo()
+        .arg("install")
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains(format!(
+            "install would be refused: user `{}` lacks `write` on Sales in vhost `{}`; nothing \
+             was changed",
+            user.name, vhost.name
+        )));
+    let exchanges = vhost.broker.api(
+        "GET",
+        &format!("exchanges/{}", support::encode(&vhost.name)),
+        None,
+    );
+    assert!(
+        exchanges
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| !e["name"].as_str().unwrap().starts_with("nsb.")),
+        "install changed the vhost: {exchanges}"
+    );
+}
+
+/// The NServiceBus v1 cascade (3 levels) as migrate's source.
+const V1_TOPOLOGY: &str = "cascade: {levels: 3, level_name: 'nsb.delay-level-{level:02}', \
+    delivery_exchange: nsb.delay-delivery, queue_type: classic, \
+    queue_arguments: {x-queue-mode: lazy}}\nendpoints: [{address: Sales}]\n";
+
+#[test]
+fn migrate_works_with_the_printed_permissions() {
+    let vhost = vhost("lp-migrate", false);
+    let source = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(source.path(), V1_TOPOLOGY).unwrap();
+    let from = source.path().to_str().unwrap();
+    let guest = format!(
+        "amqp://guest:guest@{}/{}",
+        vhost.broker.node.amqp_host_port(),
+        support::encode(&vhost.name)
+    );
+    vhost.set_topology(V1_TOPOLOGY);
+    vhost
+        .delaytopo_at(&guest, Some(&vhost.broker.node.management_url()), &[])
+        .arg("install")
+        .assert()
+        .success();
+    vhost.set_topology(TOPOLOGY);
+    // Without NServiceBus headers its due time is unknown: it goes to the poison queue.
+    vhost.broker.api(
+        "POST",
+        &format!(
+            "exchanges/{}/amq.default/publish",
+            support::encode(&vhost.name)
+        ),
+        Some(
+            json!({"properties": {}, "routing_key": "nsb.delay-level-02",
+                    "payload": "x", "payload_encoding": "string"}),
+        ),
+    );
+    let user = User::new(&vhost);
+    user.grant(&printed_grant_with(&vhost, &["migrate", "--from", from]));
+    let output = user
+        .delaytopo()
+        .args(["migrate", "--from", from])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!said.contains("ACCESS_REFUSED"), "{said}");
+    // Exit 1: the run worked, and one message could not be moved.
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        summary.contains("poisoned 1 to delaytopo.poison"),
+        "{summary}"
+    );
+    let poison = vhost.broker.api(
+        "GET",
+        &format!("queues/{}/delaytopo.poison", support::encode(&vhost.name)),
+        None,
+    );
+    assert_eq!(poison["name"], "delaytopo.poison", "{said}");
+}
+
+#[test]
+fn transfer_works_with_the_printed_permissions_on_both_brokers() {
+    let from = vhost("lp-transfer-from", true);
+    let to = vhost("lp-transfer-to", false);
+    let user = User::new(&from);
+    let grant = printed_grant(&from, "transfer");
+    user.grant(&grant);
+    user.grant_on(&to.name, &grant);
+    user.delaytopo()
+        .args(["transfer", "--to-url", &user.url(&to.name)])
+        .args(["--to-management-url", &to.broker.node.management_url()])
         .assert()
         .success();
 }

@@ -20,6 +20,7 @@ use crate::diff::{self, binding_entity, Finding, Severity, Structure};
 use crate::exit::broker;
 use crate::mgmt::Management;
 use crate::observe::{observe, Depth, Observed};
+use crate::preflight;
 use crate::progress::Progress;
 use crate::report::Outcome;
 use crate::target::Target;
@@ -48,7 +49,17 @@ async fn install_vhost(
         tokio::spawn(async move { Session::open(&target, apply::DEFAULT_LANES).await })
     };
     let observed = match Management::new(&target) {
-        Ok(management) => observe(&management, Depth::Definitions).await,
+        Ok(management) => {
+            let (observed, allowed) = futures::join!(
+                observe(&management, Depth::Definitions),
+                preflight::check(&management, &target, "install", &desired)
+            );
+            if let Err(refused) = allowed {
+                connecting.abort();
+                return Err(refused);
+            }
+            observed
+        }
         Err(error) => Err(error),
     };
     let plan = match &observed {
@@ -311,13 +322,11 @@ struct Applied {
 impl Applied {
     /// What was in place before a refusal stopped install, briefly.
     fn already_done(&self) -> String {
-        const SHOWN: usize = 5;
         match self.done.len() {
             0 => "; nothing was created".to_string(),
             n => format!(
-                "; {n} in place before it stopped: {}{}",
-                self.done[..n.min(SHOWN)].join(", "),
-                if n > SHOWN { ", ..." } else { "" }
+                "; {n} in place before it stopped: {}",
+                crate::report::first_few(&self.done, 5, ", ")
             ),
         }
     }

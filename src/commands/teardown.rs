@@ -64,6 +64,7 @@ use crate::context::Context;
 use crate::exit::broker;
 use crate::mgmt::Management;
 use crate::observe::{observe, Depth, ObservedBinding, ObservedQueue};
+use crate::preflight;
 use crate::progress::Progress;
 use crate::report::Outcome;
 use crate::target::{encode_vhost, Target};
@@ -127,10 +128,17 @@ async fn teardown(
         ..Report::default()
     };
     // Connecting costs several round trips: it overlaps the observation.
-    let (observation, connection) = futures::join!(
+    let (observation, connection, allowed) = futures::join!(
         observe(&management, Depth::Definitions),
-        amqp::connect(&target)
+        amqp::connect(&target),
+        preflight::check(&management, &target, "teardown", &desired)
     );
+    if let Err(refused) = allowed {
+        if let Ok(connection) = &connection {
+            amqp::close(connection, &target).await;
+        }
+        return Err(refused);
+    }
     let (plan, management) = match observation {
         Ok(observed) => (Plan::observed(&desired, &observed), Some((management, observed))),
         Err(error) if options.force => {
@@ -597,15 +605,9 @@ async fn put_back(looks: &Looks<'_>, ops: &[Operation]) -> Result<()> {
     if missed.is_empty() {
         return Ok(());
     }
-    // The first few say what went wrong; all of them would make a line of kilobytes.
-    const SHOWN: usize = 3;
-    let more = match missed.len().saturating_sub(SHOWN) {
-        0 => String::new(),
-        n => format!("; and {n} more"),
-    };
     Err(broker(format!(
-        "putting the cascade back failed; not restored: {}{more}",
-        missed[..missed.len().min(SHOWN)].join("; ")
+        "putting the cascade back failed; not restored: {}",
+        crate::report::first_few(&missed, 3, "; ")
     )))
 }
 
