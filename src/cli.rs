@@ -44,8 +44,6 @@ pub struct Global {
         global = true
     )]
     pub management_url: Option<String>,
-    #[command(flatten, next_help_heading = "Credentials and TLS")]
-    pub access: AccessArgs,
     /// Vhost to act on; repeat for several. Overrides the URL's vhost and broker.vhosts.
     #[arg(long = "vhost", value_name = "VHOST", global = true)]
     pub vhosts: Vec<String>,
@@ -67,6 +65,9 @@ pub struct Global {
         global = true
     )]
     pub timeout: f64,
+    // Last: the heading applies to every global option after it.
+    #[command(flatten, next_help_heading = "Credentials and TLS")]
+    pub access: AccessArgs,
 }
 
 /// Where the password comes from and the TLS identity, for the broker of

@@ -60,7 +60,7 @@ impl Names {
                 _ if numbers.contains(&"") => {
                     parts.extend(numbers.iter().map(|n| escape(&format!("{stem}{n}"))))
                 }
-                _ => parts.push(format!("{}({})", escape(stem), numbers.join("|"))),
+                _ => parts.push(format!("{}({})", escape(stem), numbers_regex(&numbers))),
             }
         }
         parts.extend(self.patterns.iter().cloned());
@@ -70,6 +70,71 @@ impl Names {
             _ => format!("^({})$", parts.join("|")),
         }
     }
+}
+
+/// A regular expression for exactly these numbers: a digit range when they
+/// are consecutive and of one width (`00`..`27` is `[01][0-9]|2[0-7]`), else
+/// the numbers themselves.
+fn numbers_regex(numbers: &[&str]) -> String {
+    let width = numbers[0].len();
+    let values: Vec<u64> = numbers.iter().filter_map(|n| n.parse().ok()).collect();
+    let consecutive = values.len() == numbers.len()
+        && numbers.iter().all(|n| n.len() == width)
+        && values.windows(2).all(|pair| pair[1] == pair[0] + 1);
+    if !consecutive {
+        return numbers.join("|");
+    }
+    digit_range(numbers[0], numbers[numbers.len() - 1]).join("|")
+}
+
+/// Alternatives matching every digit string from `low` to `high` (same width).
+fn digit_range(low: &str, high: &str) -> Vec<String> {
+    let (Some(l), Some(h)) = (low.chars().next(), high.chars().next()) else {
+        return vec![String::new()];
+    };
+    let (low_rest, high_rest) = (&low[1..], &high[1..]);
+    if l == h {
+        return digit_range(low_rest, high_rest)
+            .into_iter()
+            .map(|rest| format!("{l}{rest}"))
+            .collect();
+    }
+    let any = "[0-9]".repeat(low_rest.len());
+    let class = |from: char, to: char| match (from, to) {
+        _ if from == to => from.to_string(),
+        _ => format!("[{from}-{to}]"),
+    };
+    let low_is_full = low_rest.chars().all(|c| c == '0');
+    let high_is_full = high_rest.chars().all(|c| c == '9');
+    let mut alternatives = Vec::new();
+    let first = if low_is_full {
+        l
+    } else {
+        let nines = "9".repeat(low_rest.len());
+        alternatives.extend(
+            digit_range(low_rest, &nines)
+                .into_iter()
+                .map(|r| format!("{l}{r}")),
+        );
+        char::from(l as u8 + 1)
+    };
+    let last = if high_is_full {
+        h
+    } else {
+        char::from(h as u8 - 1)
+    };
+    if first <= last {
+        alternatives.push(format!("{}{any}", class(first, last)));
+    }
+    if !high_is_full {
+        let zeros = "0".repeat(high_rest.len());
+        alternatives.extend(
+            digit_range(&zeros, high_rest)
+                .into_iter()
+                .map(|r| format!("{h}{r}")),
+        );
+    }
+    alternatives
 }
 
 /// Escapes the characters that mean something in a regular expression
@@ -305,12 +370,39 @@ mod tests {
             "install",
             "cascade: {levels: 2}\nendpoints: [{address: Sales}, {address: Billing, bind_to: exchange}]",
         );
-        let names = r"nsb\.v2\.delay-delivery|nsb\.v2\.delay-level-(00|01)";
+        let names = r"nsb\.v2\.delay-delivery|nsb\.v2\.delay-level-(0[0-1])";
         assert_eq!(g.configure, format!("^({names})$"));
         assert_eq!(g.write, format!("^(Billing|Sales|{names})$"));
         // Sources of bindings: the level exchanges and the delivery exchange.
         assert_eq!(g.read, format!("^({names})$"));
         assert_eq!(g.tags, vec!["management"]);
+    }
+
+    #[test]
+    fn consecutive_level_numbers_become_digit_ranges_that_match_exactly_them() {
+        assert_eq!(numbers_regex(&["00", "01", "02"]), "0[0-2]");
+        assert_eq!(numbers_regex(&["1", "3"]), "1|3");
+        for (low, high) in [(0, 27), (0, 9), (5, 5), (3, 17), (0, 99), (7, 20)] {
+            let numbers: Vec<String> = (low..=high).map(|n| format!("{n:02}")).collect();
+            let refs: Vec<&str> = numbers.iter().map(String::as_str).collect();
+            let pattern = format!("^({})$", numbers_regex(&refs));
+            let regex = regex::Regex::new(&pattern).unwrap();
+            for n in 0..100 {
+                let text = format!("{n:02}");
+                assert_eq!(
+                    regex.is_match(&text),
+                    (low..=high).contains(&n),
+                    "{text} {pattern}"
+                );
+            }
+        }
+        assert_eq!(
+            numbers_regex(&[
+                "00", "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12", "13",
+                "14", "15", "16", "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27"
+            ]),
+            "[0-1][0-9]|2[0-7]"
+        );
     }
 
     #[test]
