@@ -165,3 +165,30 @@ fn the_password_comes_from_a_file_or_a_variable_and_never_shows() {
         .stderr(predicate::str::contains("s3cr3t-value").not())
         .stderr(predicate::str::contains("ACCESS_REFUSED").or(predicate::str::contains("403")));
 }
+
+#[test]
+fn transfer_reaches_its_target_with_the_to_options() {
+    let from = TlsVhost::new("tls-transfer-from");
+    let to = TlsVhost::new("tls-transfer-to");
+    let identity = from.client_identity();
+    from.delaytopo(&identity).arg("install").assert().success();
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "guest").unwrap();
+    let certs = &to.broker.certs;
+    let to_url = to.amqps_url("guest", "localhost", "");
+    let mut command = from.delaytopo(&identity);
+    command
+        .args(["transfer", "--to-url", &to_url])
+        .args(["--to-management-url", &to.https_url("localhost")])
+        .arg("--to-password-file")
+        .arg(secret.path())
+        .arg("--to-tls-ca-cert-file")
+        .arg(certs.ca())
+        .arg("--to-tls-cert-file")
+        .arg(certs.path("client.pem"))
+        .arg("--to-tls-key-file")
+        .arg(certs.path("client.key"));
+    command.assert().success();
+    // The target cascade was created there, over TLS with the --to- identity.
+    to.delaytopo(&identity).arg("verify").assert().success();
+}
