@@ -5,7 +5,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Result;
-use lapin::tcp::AMQPUriTcpExt;
+use async_rs::traits::{Reactor, RuntimeKit};
+use async_rs::Runtime;
+use lapin::tcp::{AMQPUriTcpExt, AsyncTcpStream};
 use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{Channel, Connection, ConnectionProperties};
 use tcp_stream::RustlsConnector;
@@ -29,55 +31,84 @@ pub async fn connect(target: &Target) -> Result<Connection> {
         ))
     })?;
     let attempt = async {
-        if uri.scheme == AMQPScheme::AMQPS {
-            // Our own TLS settings (CA, client identity) instead of lapin's defaults.
-            let connector = RustlsConnector::from(target.tls.client_config()?);
-            Ok(Connection::connector(
+        let connector = tls_connector(target)?;
+        Ok::<_, anyhow::Error>(
+            Connection::connector(
                 uri,
                 runtime,
                 async move |uri: AMQPUri, runtime| {
-                    let host = uri.authority.host.clone();
-                    let mut plain = uri;
-                    plain.scheme = AMQPScheme::AMQP;
-                    let stream = plain
-                        .connect_async(&runtime)
-                        .await
-                        .map_err(lapin::Error::from)?;
-                    stream
-                        .into_rustls(&connector, &host)
+                    transport(&uri, connector.as_ref(), &runtime)
                         .await
                         .map_err(lapin::Error::from)
                 },
                 properties,
             )
-            .await)
-        } else {
-            Ok::<_, anyhow::Error>(
-                Connection::connect_uri_with_runtime(uri, properties, runtime).await,
-            )
-        }
+            .await,
+        )
     };
     match tokio::time::timeout(target.timeout, attempt).await {
         Ok(Err(setup)) => Err(setup),
         Ok(Ok(Ok(connection))) => Ok(connection),
-        Ok(Ok(Err(error))) => {
-            let hint = match target.amqp.scheme() {
-                "amqps" => crate::tls::reset_hint(&error, &target.tls),
-                _ => None,
-            };
-            Err(broker(format!(
-                "cannot connect to {}: {}{}",
-                target.amqp_display(),
-                describe(target, &error),
-                hint.map(|h| format!("; {h}")).unwrap_or_default()
-            )))
-        }
+        Ok(Ok(Err(error))) => Err(broker(format!(
+            "cannot connect to {}: {}",
+            target.amqp_display(),
+            describe_connect(target, &error)
+        ))),
         Err(_) => Err(broker(format!(
             "cannot connect to {}: no answer within {} (is the broker up, and does vhost `{}` exist?)",
             target.amqp_display(),
             seconds(target.timeout),
             target.vhost
         ))),
+    }
+}
+
+/// Our TLS settings (CA, client identity) for an `amqps://` target, `None`
+/// for plain AMQP: built only when TLS is used.
+pub fn tls_connector(target: &Target) -> Result<Option<RustlsConnector>> {
+    match target.amqp.scheme() {
+        "amqps" => Ok(Some(RustlsConnector::from(target.tls.client_config()?))),
+        _ => Ok(None),
+    }
+}
+
+/// TCP to the broker of `uri`, with our TLS on top when `tls` is given:
+/// lapin's connections and the broker identity check reach the broker the
+/// same way.
+pub async fn transport<RK: RuntimeKit + Send + Sync>(
+    uri: &AMQPUri,
+    tls: Option<&RustlsConnector>,
+    runtime: &Runtime<RK>,
+) -> std::io::Result<AsyncTcpStream<<RK as Reactor>::TcpStream>> {
+    let mut plain = uri.clone();
+    plain.scheme = AMQPScheme::AMQP;
+    let stream = plain.connect_async(runtime).await?;
+    match tls {
+        Some(connector) => stream.into_rustls(connector, &uri.authority.host).await,
+        None => Ok(stream),
+    }
+}
+
+/// Why a connection attempt failed: the TLS check that failed, or lapin's
+/// words, with a hint when the broker dropped a TLS connection unexplained.
+pub fn describe_connect(
+    target: &Target,
+    error: &(dyn std::error::Error + Send + Sync + 'static),
+) -> String {
+    if let Some(tls) = crate::tls::describe_failure(error, &target.tls) {
+        return tls;
+    }
+    let text = match error.downcast_ref::<lapin::Error>() {
+        Some(lapin) => describe(target, lapin),
+        None => scrub(&error.to_string(), &target.password),
+    };
+    let hint = match target.amqp.scheme() {
+        "amqps" => crate::tls::reset_hint(error, &target.tls),
+        _ => None,
+    };
+    match hint {
+        Some(hint) => format!("{text}; {hint}"),
+        None => text,
     }
 }
 

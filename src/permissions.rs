@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::cascade::Desired;
+use crate::cascade::{Desired, PROBE_SINK_QUEUE};
 use crate::topology::ArgValue;
 
 /// The commands `permissions` knows, in the order it prints them.
@@ -282,6 +282,9 @@ pub fn needs(command: &str, desired: &Desired, extra: &Extra<'_>) -> Option<Need
         "probe" => {
             needs.configure.add_pattern(PROBE_QUEUES);
             needs.write.add_pattern(PROBE_QUEUES);
+            // The permanent sink for late probe messages, bound to the delivery exchange.
+            needs.configure.add([PROBE_SINK_QUEUE]);
+            needs.write.add([PROBE_SINK_QUEUE]);
             needs.read.add_pattern(PROBE_QUEUES);
             needs.read.add([desired.delivery_exchange.clone()]);
             needs.publish(desired);
@@ -455,7 +458,10 @@ mod tests {
     #[test]
     fn the_probe_owns_only_its_own_queues() {
         let g = grant("probe", "cascade: {levels: 1}");
-        assert_eq!(g.configure, format!("^{PROBE_QUEUES}$"));
+        assert_eq!(
+            g.configure,
+            format!(r"^(delaytopo\.probe\.sink|{PROBE_QUEUES})$")
+        );
         assert!(regex::Regex::new(&g.configure)
             .unwrap()
             .is_match("delaytopo.probe.0123456789abcdef"));

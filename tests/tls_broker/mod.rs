@@ -7,9 +7,9 @@
 //! a server certificate for `localhost` only (so `127.0.0.1` is a host-name
 //! mismatch), a client certificate whose CN is the broker user
 //! [`CLIENT_USER`], and a second CA the node does not trust with a client
-//! certificate of its own. They are made once per build directory and reused
-//! (the node restarts when its files change), under the same lock discipline
-//! as the node itself.
+//! certificate of its own. They are made once per machine, beside the test
+//! nodes, and reused (the node restarts when its files change), under a file
+//! lock like the node itself.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -244,15 +244,17 @@ impl Drop for TlsVhost {
     }
 }
 
-/// The certificate files, made once per build directory.
+/// The certificate files, made once per machine.
 fn certificates() -> Certificates {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tls-certificates");
+    // Beside the nodes (one set per machine, like the nodes): every checkout's
+    // tests then give the TLS node the same files and never restart it.
+    let dir = support::test_brokers_dir().join("tls-certificates");
     std::fs::create_dir_all(&dir).unwrap();
     let lock_file = std::fs::File::create(dir.join(".lock")).unwrap();
     let mut lock = fd_lock::RwLock::new(lock_file);
     let _held = lock.write().unwrap();
     let certs = Certificates { dir: dir.clone() };
-    // Valid for 30 days: a build directory older than that makes new ones.
+    // Valid for 30 days: a day before they expire, new ones are made.
     let fresh = openssl(
         &dir,
         &["x509", "-checkend", "86400", "-noout", "-in", "ca.pem"],
