@@ -32,6 +32,15 @@ impl Context {
             &target::Overrides {
                 url: global.url.as_deref(),
                 management_url: global.management_url.as_deref(),
+                access: target::Access::given(
+                    "",
+                    target::GivenFiles {
+                        password_file: &global.access.password_file,
+                        tls_ca_cert_file: &global.access.tls_ca_cert_file,
+                        tls_cert_file: &global.access.tls_cert_file,
+                        tls_key_file: &global.access.tls_key_file,
+                    },
+                ),
                 vhosts: &global.vhosts,
                 timeout_seconds: global.timeout,
             },

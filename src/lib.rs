@@ -17,9 +17,12 @@ pub mod loss_guard;
 pub mod mgmt;
 pub mod moving;
 pub mod observe;
+pub mod permissions;
+pub mod preflight;
 pub mod progress;
 pub mod report;
 pub mod target;
 #[cfg(test)]
 mod test_fixtures;
+pub mod tls;
 pub mod topology;

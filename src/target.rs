@@ -1,15 +1,21 @@
-//! Where to connect: the AMQP URI and management URL for each vhost, from
-//! the topology file overridden by the command line. Passwords never leave
-//! this module unmasked except to the clients that need them.
+//! How we reach a broker: the AMQP URI and management URL for each vhost,
+//! the credentials and where the password comes from, and the TLS identity,
+//! from the topology file overridden by the command line. Every command, and
+//! both sides of `transfer`, resolve their brokers here. Passwords never
+//! leave this module unmasked except to the clients that need them.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use url::Url;
 
 use crate::exit::bad_input;
+use crate::tls::{FileOption, Tls, TlsOptions};
 use crate::topology::{vhost_problem, Topology, MAX_VHOSTS};
 
 const MANAGEMENT_PORT: u16 = 15672;
+const MANAGEMENT_TLS_PORT: u16 = 15671;
 
 /// One vhost on one broker.
 #[derive(Debug, Clone)]
@@ -22,6 +28,8 @@ pub struct Target {
     pub username: String,
     pub password: String,
     pub timeout: Duration,
+    /// TLS settings of this broker, shared by all its vhosts.
+    pub tls: Arc<Tls>,
 }
 
 impl Target {
@@ -71,20 +79,122 @@ pub fn mask(text: &str) -> String {
     }
 }
 
-/// Replaces every occurrence of `secret` in `text` (for error messages from clients).
+/// Masks secrets in text that came from a client library (never our own
+/// sentences): the password of every URL in it, and `secret` where it
+/// stands as a word of its own, not where it is part of a longer word (a
+/// one-letter password must not eat the letters of vhost names).
 pub fn scrub(text: &str, secret: &str) -> String {
+    static USERINFO: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let userinfo = USERINFO.get_or_init(|| {
+        regex::Regex::new(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\s@/]*@").expect("valid regex")
+    });
+    let text = userinfo.replace_all(text, "${1}****@");
     if secret.is_empty() {
-        text.to_string()
-    } else {
-        text.replace(secret, "****")
+        return text.into_owned();
     }
+    let is_word = |c: char| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '%');
+    let mut masked = String::with_capacity(text.len());
+    let mut rest: &str = &text;
+    while let Some(at) = rest.find(secret) {
+        let before = rest[..at].chars().last().or(masked.chars().last());
+        let after = rest[at + secret.len()..].chars().next();
+        masked.push_str(&rest[..at]);
+        if before.is_some_and(is_word) || after.is_some_and(is_word) {
+            masked.push_str(secret);
+        } else {
+            masked.push_str("****");
+        }
+        rest = &rest[at + secret.len()..];
+    }
+    masked.push_str(rest);
+    masked
 }
 
+/// What the user gave for one broker beyond the topology file; each `None`
+/// falls back to the file's `broker:` key.
+#[derive(Default)]
 pub struct Overrides<'a> {
     pub url: Option<&'a str>,
     pub management_url: Option<&'a str>,
+    pub access: Access,
     pub vhosts: &'a [String],
     pub timeout_seconds: f64,
+}
+
+/// The credentials and TLS files given for one broker outside its URL.
+#[derive(Debug, Default)]
+pub struct Access {
+    /// The password itself, from a variable (never from argv).
+    pub password: Option<String>,
+    pub password_file: Option<FileOption>,
+    pub tls: TlsOptions,
+}
+
+/// The files the command line names for one broker, by option.
+pub struct GivenFiles<'a> {
+    pub password_file: &'a Option<PathBuf>,
+    pub tls_ca_cert_file: &'a Option<PathBuf>,
+    pub tls_cert_file: &'a Option<PathBuf>,
+    pub tls_key_file: &'a Option<PathBuf>,
+}
+
+impl Access {
+    /// What the command line gives for a broker: `prefix` is "" for the
+    /// main broker and "to-" for transfer's target, in option names
+    /// (`--to-tls-cert-file`) and variables (`DELAYTOPO_TO_PASSWORD`).
+    pub fn given(prefix: &str, files: GivenFiles<'_>) -> Access {
+        let option = |path: &Option<PathBuf>, name: &str| {
+            path.as_ref()
+                .map(|path| FileOption::new(path, format!("--{prefix}{name}")))
+        };
+        let variable = format!(
+            "DELAYTOPO_{}PASSWORD",
+            prefix.replace('-', "_").to_uppercase()
+        );
+        Access {
+            password: std::env::var(variable).ok().filter(|v| !v.is_empty()),
+            password_file: option(files.password_file, "password-file"),
+            tls: TlsOptions {
+                ca_cert_file: option(files.tls_ca_cert_file, "tls-ca-cert-file"),
+                cert_file: option(files.tls_cert_file, "tls-cert-file"),
+                key_file: option(files.tls_key_file, "tls-key-file"),
+            },
+        }
+    }
+}
+
+/// The file options of a broker: the command line's, else the topology file's.
+fn file_option(
+    given: &Option<FileOption>,
+    from_file: Option<&Path>,
+    key: &str,
+) -> Option<FileOption> {
+    given
+        .clone()
+        .or_else(|| from_file.map(|path| FileOption::new(path, format!("broker.{key}"))))
+}
+
+/// Reads a password file: the whole file without its final line break, the
+/// way Kubernetes and Docker mount secrets.
+fn read_password(file: &FileOption) -> anyhow::Result<String> {
+    let bytes = file.read()?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        bad_input(format!(
+            "{}: {} is not UTF-8 text",
+            file.origin,
+            file.path.display()
+        ))
+    })?;
+    let password = text.strip_suffix('\n').unwrap_or(&text);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        return Err(bad_input(format!(
+            "{}: {} is empty",
+            file.origin,
+            file.path.display()
+        )));
+    }
+    Ok(password.to_string())
 }
 
 /// The targets a command acts on: one per vhost, in the order given.
@@ -103,18 +213,51 @@ pub fn resolve(topology: &Topology, overrides: &Overrides<'_>) -> anyhow::Result
     }
     let host = amqp
         .host_str()
-        .ok_or_else(|| bad_input(format!("{origin}: `{}` has no host", mask(raw_url))))?;
+        .ok_or_else(|| bad_input(format!("{origin}: `{}` has no host", mask(raw_url))))?
+        .to_string();
     let username = decode(amqp.username()).unwrap_or_else(|| "guest".to_string());
     let username = if username.is_empty() {
         "guest".to_string()
     } else {
         username
     };
-    let password = amqp
-        .password()
-        .and_then(decode)
-        .unwrap_or_else(|| "guest".to_string());
+    let broker_file = &topology.broker;
+    let password_file = file_option(
+        &overrides.access.password_file,
+        broker_file.password_file.as_deref(),
+        "password_file",
+    );
+    let password = match (&overrides.access.password, &password_file) {
+        (Some(password), _) => password.clone(),
+        (None, Some(file)) => read_password(file)?,
+        (None, None) => amqp
+            .password()
+            .and_then(decode)
+            .unwrap_or_else(|| "guest".to_string()),
+    };
+    let tls = Tls::load(&TlsOptions {
+        ca_cert_file: file_option(
+            &overrides.access.tls.ca_cert_file,
+            broker_file.tls_ca_cert_file.as_deref(),
+            "tls_ca_cert_file",
+        ),
+        cert_file: file_option(
+            &overrides.access.tls.cert_file,
+            broker_file.tls_cert_file.as_deref(),
+            "tls_cert_file",
+        ),
+        key_file: file_option(
+            &overrides.access.tls.key_file,
+            broker_file.tls_key_file.as_deref(),
+            "tls_key_file",
+        ),
+    })?;
     let url_vhost = vhost_of(&amqp);
+    let mut amqp = amqp;
+    if overrides.access.password.is_some() || password_file.is_some() {
+        // The AMQP client reads the password from the URI.
+        let _ = amqp.set_password(Some(&encode_userinfo(&password)));
+    }
 
     let management = match overrides
         .management_url
@@ -135,6 +278,12 @@ pub fn resolve(topology: &Topology, overrides: &Overrides<'_>) -> anyhow::Result
                 )));
             }
             url
+        }
+        // Credentials go over plain HTTP only when the user wrote http://.
+        None if amqp.scheme() == "amqps" => {
+            Url::parse(&format!("https://{host}:{MANAGEMENT_TLS_PORT}/")).map_err(|e| {
+                bad_input(format!("{origin}: cannot derive the management URL: {e}"))
+            })?
         }
         None => Url::parse(&format!("http://{host}:{MANAGEMENT_PORT}/"))
             .map_err(|e| bad_input(format!("{origin}: cannot derive the management URL: {e}")))?,
@@ -161,6 +310,7 @@ pub fn resolve(topology: &Topology, overrides: &Overrides<'_>) -> anyhow::Result
         username,
         password,
         timeout,
+        tls: Arc::new(tls),
     };
     let (vhosts, origin): (&[String], &str) = if !overrides.vhosts.is_empty() {
         (overrides.vhosts, "--vhost")
@@ -235,6 +385,11 @@ fn vhost_of(url: &Url) -> String {
     }
 }
 
+/// Percent-encodes a password for the userinfo of a URL.
+fn encode_userinfo(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, PATH_SEGMENT).to_string()
+}
+
 fn decode(text: &str) -> Option<String> {
     percent_encoding::percent_decode_str(text)
         .decode_utf8()
@@ -263,6 +418,7 @@ mod tests {
                 management_url: management,
                 vhosts,
                 timeout_seconds: 30.0,
+                ..Overrides::default()
             },
         )
     }
@@ -362,6 +518,80 @@ mod tests {
         assert!(!err.contains("secret") && err.contains("--url"), "{err}");
         let t = &resolve_with(Some("amqp://u:secret@h/"), None, &[]).unwrap()[0];
         assert!(!t.amqp_display().contains("secret"));
+    }
+
+    #[test]
+    fn masking_hides_passwords_not_the_letters_they_are_made_of() {
+        // A one-letter password must not eat the `x` of `ux-main`.
+        assert_eq!(scrub("vhost ux-main refused", "x"), "vhost ux-main refused");
+        assert_eq!(scrub("user 'guest' refused", "x"), "user 'guest' refused");
+        assert_eq!(scrub("password was x here", "x"), "password was **** here");
+        assert_eq!(
+            scrub("bad uri amqp://u:x@h/ux-main", "x"),
+            "bad uri amqp://u:****@h/ux-main"
+        );
+        assert_eq!(
+            scrub("user x-ray, pass 'x'", "x"),
+            "user x-ray, pass '****'"
+        );
+        assert_eq!(scrub("nothing", ""), "nothing");
+        let t = &resolve_with(Some("amqp://u:x@h/ux-main"), None, &[]).unwrap()[0];
+        assert_eq!(t.amqp_display(), "amqp://u:****@h/ux-main");
+    }
+
+    #[test]
+    fn amqps_derives_an_https_management_url() {
+        let t = &resolve_with(Some("amqps://u:p@rabbit/v"), None, &[]).unwrap()[0];
+        assert_eq!(t.management.as_str(), "https://rabbit:15671/");
+        let t = &resolve_with(
+            Some("amqps://u:p@rabbit/v"),
+            Some("http://rabbit:15672"),
+            &[],
+        )
+        .unwrap()[0];
+        assert_eq!(t.management.scheme(), "http", "an explicit http:// is kept");
+    }
+
+    #[test]
+    fn a_password_file_beats_the_url_and_loses_its_line_break() {
+        let file = tempfile_with("s3cret:/@\n");
+        let targets = resolve(
+            &topology(),
+            &Overrides {
+                url: Some("amqp://app:old@h/v"),
+                access: Access {
+                    password_file: Some(FileOption::new(file.path(), "--password-file")),
+                    ..Access::default()
+                },
+                timeout_seconds: 30.0,
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(targets[0].password, "s3cret:/@");
+        assert!(targets[0].amqp_uri().contains("s3cret%3A%2F%40@h"));
+        assert!(!targets[0].amqp_display().contains("s3cret"));
+        std::fs::write(file.path(), "").unwrap();
+        let err = resolve(
+            &topology(),
+            &Overrides {
+                access: Access {
+                    password_file: Some(FileOption::new(file.path(), "broker.password_file")),
+                    ..Access::default()
+                },
+                timeout_seconds: 30.0,
+                ..Overrides::default()
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("broker.password_file"), "{err}");
+        assert_eq!(crate::exit::code_for(&err), crate::exit::BAD_INPUT);
+    }
+
+    fn tempfile_with(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        file
     }
 
     #[test]

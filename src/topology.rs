@@ -45,6 +45,15 @@ pub struct BrokerSection {
     /// Vhosts to manage in one run; the URL's own vhost when absent.
     #[serde(deserialize_with = "bounded_vhosts")]
     pub vhosts: Option<Vec<String>>,
+    /// File holding the password (a mounted secret), so that it is in neither
+    /// the URL nor this file.
+    pub password_file: Option<PathBuf>,
+    /// PEM CA certificates trusted instead of the system store.
+    pub tls_ca_cert_file: Option<PathBuf>,
+    /// PEM client certificate (client identity), with `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for BrokerSection {
@@ -53,6 +62,10 @@ impl Default for BrokerSection {
             url: "amqp://guest:guest@localhost:5672/%2f".to_string(),
             management_url: None,
             vhosts: None,
+            password_file: None,
+            tls_ca_cert_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }

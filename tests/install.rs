@@ -25,6 +25,7 @@ fn target_and_desired(vhost: &TestVhost, topology: &str) -> (Target, Desired) {
             management_url: Some(management()),
             vhosts: &[],
             timeout_seconds: 30.0,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -23,6 +23,7 @@ fn setup(vhost: &TestVhost, yaml: &str) -> (delaytopo::target::Target, Desired) 
             management_url: Some(management()),
             vhosts: &[],
             timeout_seconds: 10.0,
+            ..Default::default()
         },
     )
     .unwrap()

@@ -64,6 +64,7 @@ use crate::context::Context;
 use crate::exit::broker;
 use crate::mgmt::{Management, NotProvenSameBroker};
 use crate::observe::{observe, Depth, Observed, ObservedBinding, ObservedQueue};
+use crate::preflight;
 use crate::progress::Progress;
 use crate::report::Outcome;
 use crate::target::Target;
@@ -132,11 +133,18 @@ async fn teardown(
     // Connecting costs several round trips: it overlaps the observation.
     // Channels stay open from one check to the next: at long round trips,
     // opening them for each step would stretch the safety window.
-    let (observation, alarms, session) = futures::join!(
+    let (observation, alarms, session, allowed) = futures::join!(
         observe(&management, Depth::Definitions),
         crate::observe::alarms(&management),
-        Session::open(&target, DEFAULT_LANES)
+        Session::open(&target, DEFAULT_LANES),
+        preflight::check(&management, &target, "teardown", &desired)
     );
+    if let Err(refused) = allowed {
+        if let Ok(session) = session {
+            close(session).await;
+        }
+        return Err(refused);
+    }
     let (plan, management) = match observation {
         Ok(observed) => (Plan::observed(&desired, &observed), Some((management, observed))),
         // A management API of another broker is refused outright, --force or not.
@@ -233,7 +241,7 @@ fn unsafe_now(
              again once the nodes are back",
             without_quorum.len(),
             plural(without_quorum.len()),
-            crate::report::first_few(&without_quorum)
+            crate::report::first_few(&without_quorum, 3, ", ")
         ));
     }
     let alarms = alarms.unwrap_or_default();
