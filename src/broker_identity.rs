@@ -242,8 +242,8 @@ mod tests {
         crate::target::resolve(
             &topology,
             &crate::target::Overrides {
-                url: Some("amqp://u:secret@rabbit:5673/v"),
-                management_url: Some("http://other:15672"),
+                url: &["amqp://u:secret@rabbit:5673/v".to_string()],
+                management_url: &["http://other:15672".to_string()],
                 vhosts: &[],
                 timeout_seconds: 5.0,
                 ..Default::default()

@@ -33,17 +33,26 @@ pub struct Global {
         global = true
     )]
     pub topology: PathBuf,
-    /// AMQP URI; overrides broker.url. The vhost is its path.
-    #[arg(long, env = "DELAYTOPO_URL", value_name = "AMQP_URI", global = true)]
-    pub url: Option<String>,
-    /// Management API base URL; overrides broker.management_url.
+    /// AMQP URI; overrides broker.url. The vhost is its path. Repeat it (or
+    /// separate with commas) for a cluster's nodes: they are tried in order.
+    #[arg(
+        long,
+        env = "DELAYTOPO_URL",
+        value_name = "AMQP_URI",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub url: Vec<String>,
+    /// Management API base URL; overrides broker.management_url. One for
+    /// all nodes (a load balancer), or one per --url, in the same order.
     #[arg(
         long,
         env = "DELAYTOPO_MANAGEMENT_URL",
         value_name = "URL",
+        value_delimiter = ',',
         global = true
     )]
-    pub management_url: Option<String>,
+    pub management_url: Vec<String>,
     /// Vhost to act on; repeat for several. Overrides the URL's vhost and broker.vhosts.
     #[arg(long = "vhost", value_name = "VHOST", global = true)]
     pub vhosts: Vec<String>,

@@ -30,8 +30,8 @@ impl Context {
         let targets = target::resolve(
             &topology,
             &target::Overrides {
-                url: global.url.as_deref(),
-                management_url: global.management_url.as_deref(),
+                url: &global.url,
+                management_url: &global.management_url,
                 access: target::Access::given(
                     "",
                     target::GivenFiles {

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod context;
 pub mod diff;
 pub mod exit;
+pub mod failover;
 pub mod findings_view;
 pub mod health;
 pub mod lenient_json;

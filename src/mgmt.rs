@@ -142,16 +142,33 @@ impl Management {
             self.proven_same_broker(),
             self.unproven_request(method, path, body)
         );
-        proven?;
-        answer
+        match proven {
+            Ok(()) => answer,
+            Err(error) if NotProvenSameBroker::is(&error) => Err(error),
+            // The management API itself failed (refused credentials, say):
+            // this request's own answer tells it, naming what was asked.
+            Err(error) => match answer {
+                Ok(answer) if !answer.status.is_success() => Ok(answer),
+                Ok(_) => Err(error),
+                Err(failed) => Err(failed),
+            },
+        }
     }
 
     async fn proven_same_broker(&self) -> Result<()> {
         let outcome = self
             .same_broker
             .get_or_init(|| async {
+                // A node picked by `failover` has already said who it is.
+                let known = self.target.identity.clone();
+                let over_amqp = async {
+                    match known {
+                        Some(identity) => Ok(identity),
+                        None => broker_identity::over_amqp(&self.target).await,
+                    }
+                };
                 let (over_amqp, overview) = tokio::join!(
-                    broker_identity::over_amqp(&self.target),
+                    over_amqp,
                     self.unproven_request(Method::GET, "overview", None)
                 );
                 // The management API failing is its own error (install then

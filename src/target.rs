@@ -12,7 +12,7 @@ use url::Url;
 
 use crate::exit::bad_input;
 use crate::tls::{FileOption, Tls, TlsOptions};
-use crate::topology::{vhost_problem, Topology, MAX_VHOSTS};
+use crate::topology::{vhost_problem, Topology, MAX_URLS, MAX_VHOSTS};
 
 const MANAGEMENT_PORT: u16 = 15672;
 const MANAGEMENT_TLS_PORT: u16 = 15671;
@@ -20,10 +20,16 @@ const MANAGEMENT_TLS_PORT: u16 = 15671;
 /// One vhost on one broker.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// AMQP URI whose path is this target's vhost.
+    /// AMQP URI whose path is this target's vhost: the node in use.
     pub amqp: Url,
-    /// Management API base, without credentials.
+    /// Management API base, without credentials: the node in use.
     pub management: Url,
+    /// Every node given for this broker, in the order tried (the first is
+    /// `amqp`/`management` until `failover` picks one that answers).
+    pub nodes: Vec<NodeUrls>,
+    /// What the AMQP broker said of itself when `failover` reached it; the
+    /// same-broker proof then needs no handshake of its own.
+    pub identity: Option<crate::broker_identity::Identity>,
     pub vhost: String,
     pub username: String,
     pub password: String,
@@ -50,10 +56,29 @@ impl Target {
     /// A copy of this target for another vhost on the same broker.
     pub fn with_vhost(&self, vhost: &str) -> Target {
         let mut target = self.clone();
-        target.amqp.set_path(&format!("/{}", encode_vhost(vhost)));
+        let path = format!("/{}", encode_vhost(vhost));
+        target.amqp.set_path(&path);
+        for node in &mut target.nodes {
+            node.amqp.set_path(&path);
+        }
         target.vhost = vhost.to_string();
         target
     }
+
+    /// A copy of this target that uses node `index` of `nodes`.
+    pub fn on_node(&self, index: usize) -> Target {
+        let mut target = self.clone();
+        target.amqp = self.nodes[index].amqp.clone();
+        target.management = self.nodes[index].management.clone();
+        target
+    }
+}
+
+/// One node's AMQP URI (with this target's vhost) and management API base.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeUrls {
+    pub amqp: Url,
+    pub management: Url,
 }
 
 /// Escapes all but letters, digits, `-`, `_` and `~` in a path segment; `.`
@@ -114,8 +139,10 @@ pub fn scrub(text: &str, secret: &str) -> String {
 /// falls back to the file's `broker:` key.
 #[derive(Default)]
 pub struct Overrides<'a> {
-    pub url: Option<&'a str>,
-    pub management_url: Option<&'a str>,
+    /// `--url`, repeated for several nodes; empty: the file's.
+    pub url: &'a [String],
+    /// `--management-url`: one, or one per `--url`; empty: the file's.
+    pub management_url: &'a [String],
     pub access: Access,
     pub vhosts: &'a [String],
     pub timeout_seconds: f64,
@@ -199,22 +226,22 @@ fn read_password(file: &FileOption) -> anyhow::Result<String> {
 
 /// The targets a command acts on: one per vhost, in the order given.
 pub fn resolve(topology: &Topology, overrides: &Overrides<'_>) -> anyhow::Result<Vec<Target>> {
-    let (raw_url, origin) = match overrides.url {
-        Some(url) => (url, "--url"),
-        None => (topology.broker.url.as_str(), "broker.url"),
+    let (raw_urls, origin) = if overrides.url.is_empty() {
+        (topology.broker.url.as_slice(), "broker.url")
+    } else {
+        (overrides.url, "--url")
     };
-    let amqp = Url::parse(raw_url)
-        .map_err(|e| bad_input(format!("{origin}: `{}` is not a URL: {e}", mask(raw_url))))?;
-    if !matches!(amqp.scheme(), "amqp" | "amqps") {
+    if raw_urls.len() > MAX_URLS {
         return Err(bad_input(format!(
-            "{origin}: `{}` must start with amqp:// or amqps://",
-            mask(raw_url)
+            "{origin}: {} URLs; at most {MAX_URLS} (one per node) are taken",
+            raw_urls.len()
         )));
     }
-    let host = amqp
-        .host_str()
-        .ok_or_else(|| bad_input(format!("{origin}: `{}` has no host", mask(raw_url))))?
-        .to_string();
+    let amqp_urls = raw_urls
+        .iter()
+        .map(|raw| amqp_url(raw, origin))
+        .collect::<anyhow::Result<Vec<Url>>>()?;
+    let amqp = amqp_urls[0].clone();
     let username = decode(amqp.username()).unwrap_or_else(|| "guest".to_string());
     let username = if username.is_empty() {
         "guest".to_string()
@@ -253,59 +280,87 @@ pub fn resolve(topology: &Topology, overrides: &Overrides<'_>) -> anyhow::Result
         ),
     })?;
     let url_vhost = vhost_of(&amqp);
-    let mut amqp = amqp;
+    if let Some(other) = amqp_urls.iter().find(|url| vhost_of(url) != url_vhost) {
+        return Err(bad_input(format!(
+            "{origin}: `{}` names vhost `{}` but `{}` names `{url_vhost}`: a cluster's URLs \
+             name the same vhost (use --vhost for several)",
+            mask(other.as_str()),
+            vhost_of(other),
+            mask(amqp.as_str())
+        )));
+    }
+    let mut amqp_urls = amqp_urls;
     if overrides.access.password.is_some() || password_file.is_some() {
         // The AMQP client reads the password from the URI.
-        let _ = amqp.set_password(Some(&encode_userinfo(&password)));
+        for url in &mut amqp_urls {
+            let _ = url.set_password(Some(&encode_userinfo(&password)));
+        }
     }
 
-    let management = match overrides
-        .management_url
-        .map(|u| (u, "--management-url"))
-        .or(topology
+    let given_management = if !overrides.management_url.is_empty() {
+        Some((overrides.management_url, "--management-url"))
+    } else {
+        topology
             .broker
             .management_url
             .as_deref()
-            .map(|u| (u, "broker.management_url")))
-    {
-        Some((raw, origin)) => {
-            let url = Url::parse(raw)
-                .map_err(|e| bad_input(format!("{origin}: `{}` is not a URL: {e}", mask(raw))))?;
-            if !matches!(url.scheme(), "http" | "https") {
+            .map(|urls| (urls, "broker.management_url"))
+    };
+    let managements = match given_management {
+        Some((raws, origin)) => {
+            if raws.len() != 1 && raws.len() != amqp_urls.len() {
                 return Err(bad_input(format!(
-                    "{origin}: `{}` must start with http:// or https://",
-                    mask(raw)
+                    "{origin}: {} URLs for {} AMQP URLs: give one for all nodes, or one per node",
+                    raws.len(),
+                    amqp_urls.len()
                 )));
             }
-            url
+            raws.iter()
+                .map(|raw| management_url(raw, origin))
+                .collect::<anyhow::Result<Vec<Url>>>()?
         }
-        // Credentials go over plain HTTP only when the user wrote http://.
-        None if amqp.scheme() == "amqps" => {
-            Url::parse(&format!("https://{host}:{MANAGEMENT_TLS_PORT}/")).map_err(|e| {
-                bad_input(format!("{origin}: cannot derive the management URL: {e}"))
-            })?
-        }
-        None => Url::parse(&format!("http://{host}:{MANAGEMENT_PORT}/"))
-            .map_err(|e| bad_input(format!("{origin}: cannot derive the management URL: {e}")))?,
+        None => amqp_urls
+            .iter()
+            .map(|url| derived_management_url(url, origin))
+            .collect::<anyhow::Result<Vec<Url>>>()?,
     };
     // Credentials in the management URL win for the management API.
-    let (username, password) = if management.username().is_empty() {
+    let (username, password) = if managements[0].username().is_empty() {
         (username, password)
     } else {
         (
-            decode(management.username()).unwrap_or_default(),
-            management.password().and_then(decode).unwrap_or_default(),
+            decode(managements[0].username()).unwrap_or_default(),
+            managements[0]
+                .password()
+                .and_then(decode)
+                .unwrap_or_default(),
         )
     };
-    let mut management = api_base(management);
-    let _ = management.set_username("");
-    let _ = management.set_password(None);
+    let managements: Vec<Url> = managements
+        .into_iter()
+        .map(|url| {
+            let mut url = api_base(url);
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url
+        })
+        .collect();
+    let nodes: Vec<NodeUrls> = amqp_urls
+        .iter()
+        .enumerate()
+        .map(|(index, amqp)| NodeUrls {
+            amqp: amqp.clone(),
+            management: managements[index.min(managements.len() - 1)].clone(),
+        })
+        .collect();
 
     let timeout = timeout(overrides.timeout_seconds)?;
 
     let base = Target {
-        amqp,
-        management,
+        amqp: nodes[0].amqp.clone(),
+        management: nodes[0].management.clone(),
+        nodes,
+        identity: None,
         vhost: url_vhost.clone(),
         username,
         password,
@@ -323,6 +378,49 @@ pub fn resolve(topology: &Topology, overrides: &Overrides<'_>) -> anyhow::Result
         .into_iter()
         .map(|v| base.with_vhost(v))
         .collect())
+}
+
+/// One `amqp://` or `amqps://` URI of `origin`, checked.
+fn amqp_url(raw: &str, origin: &str) -> anyhow::Result<Url> {
+    let url = Url::parse(raw)
+        .map_err(|e| bad_input(format!("{origin}: `{}` is not a URL: {e}", mask(raw))))?;
+    if !matches!(url.scheme(), "amqp" | "amqps") {
+        return Err(bad_input(format!(
+            "{origin}: `{}` must start with amqp:// or amqps://",
+            mask(raw)
+        )));
+    }
+    if url.host_str().is_none() {
+        return Err(bad_input(format!("{origin}: `{}` has no host", mask(raw))));
+    }
+    Ok(url)
+}
+
+/// One `http://` or `https://` management URL of `origin`, checked.
+fn management_url(raw: &str, origin: &str) -> anyhow::Result<Url> {
+    let url = Url::parse(raw)
+        .map_err(|e| bad_input(format!("{origin}: `{}` is not a URL: {e}", mask(raw))))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad_input(format!(
+            "{origin}: `{}` must start with http:// or https://",
+            mask(raw)
+        )));
+    }
+    Ok(url)
+}
+
+/// The management URL of an AMQP node when none is given: same host, port
+/// 15672 over http, or 15671 over https for amqps:// (credentials go over
+/// plain HTTP only when the user wrote http://).
+fn derived_management_url(amqp: &Url, origin: &str) -> anyhow::Result<Url> {
+    let host = amqp.host_str().unwrap_or("localhost");
+    let derived = if amqp.scheme() == "amqps" {
+        format!("https://{host}:{MANAGEMENT_TLS_PORT}/")
+    } else {
+        format!("http://{host}:{MANAGEMENT_PORT}/")
+    };
+    Url::parse(&derived)
+        .map_err(|e| bad_input(format!("{origin}: cannot derive the management URL: {e}")))
 }
 
 /// The management API's base, ending in `/` so that `api/...` joins below
@@ -411,16 +509,69 @@ mod tests {
         management: Option<&str>,
         vhosts: &[String],
     ) -> anyhow::Result<Vec<Target>> {
+        let url: Vec<String> = url.into_iter().map(String::from).collect();
+        let management: Vec<String> = management.into_iter().map(String::from).collect();
         resolve(
             &topology(),
             &Overrides {
-                url,
-                management_url: management,
+                url: &url,
+                management_url: &management,
                 vhosts,
                 timeout_seconds: 30.0,
                 ..Overrides::default()
             },
         )
+    }
+
+    fn resolve_nodes(urls: &[&str], managements: &[&str]) -> anyhow::Result<Vec<Target>> {
+        let urls: Vec<String> = urls.iter().map(|u| u.to_string()).collect();
+        let managements: Vec<String> = managements.iter().map(|u| u.to_string()).collect();
+        resolve(
+            &topology(),
+            &Overrides {
+                url: &urls,
+                management_url: &managements,
+                timeout_seconds: 30.0,
+                ..Overrides::default()
+            },
+        )
+    }
+
+    #[test]
+    fn several_urls_are_a_cluster_s_nodes_each_with_its_management_api() {
+        let t = &resolve_nodes(&["amqp://u:p@n1:5672/v", "amqp://u:p@n2:5673/v"], &[]).unwrap()[0];
+        assert_eq!(t.nodes.len(), 2);
+        assert_eq!(t.nodes[1].management.as_str(), "http://n2:15672/");
+        assert_eq!(t.amqp, t.nodes[0].amqp);
+        let other = t.with_vhost("w").on_node(1);
+        assert_eq!(other.amqp.as_str(), "amqp://u:p@n2:5673/w");
+        // One management URL serves every node (a load balancer).
+        let t = &resolve_nodes(&["amqp://n1/v", "amqp://n2/v"], &["http://lb:80"]).unwrap()[0];
+        assert!(t
+            .nodes
+            .iter()
+            .all(|n| n.management.as_str() == "http://lb/"));
+    }
+
+    #[test]
+    fn node_lists_that_do_not_pair_up_are_bad_input() {
+        let mismatch = resolve_nodes(&["amqp://n1/v", "amqp://n2/w"], &[]).unwrap_err();
+        assert!(
+            mismatch.to_string().contains("name the same vhost"),
+            "{mismatch}"
+        );
+        let pairs = resolve_nodes(
+            &["amqp://n1/v", "amqp://n2/v", "amqp://n3/v"],
+            &["http://n1:15672", "http://n2:15672"],
+        )
+        .unwrap_err();
+        assert!(
+            pairs.to_string().contains("2 URLs for 3 AMQP URLs"),
+            "{pairs}"
+        );
+        for error in [mismatch, pairs] {
+            assert_eq!(crate::exit::code_for(&error), crate::exit::BAD_INPUT);
+        }
     }
 
     #[test]
@@ -558,7 +709,7 @@ mod tests {
         let targets = resolve(
             &topology(),
             &Overrides {
-                url: Some("amqp://app:old@h/v"),
+                url: &["amqp://app:old@h/v".to_string()],
                 access: Access {
                     password_file: Some(FileOption::new(file.path(), "--password-file")),
                     ..Access::default()

@@ -19,8 +19,8 @@ fn setup(vhost: &TestVhost, yaml: &str) -> (delaytopo::target::Target, Desired) 
     let target = resolve(
         &topology,
         &Overrides {
-            url: Some(&url),
-            management_url: Some(management()),
+            url: std::slice::from_ref(&url),
+            management_url: &[management().to_string()],
             vhosts: &[],
             timeout_seconds: 10.0,
             ..Default::default()

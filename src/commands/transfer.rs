@@ -63,8 +63,8 @@ fn destination_broker(context: &Context, args: &TransferArgs) -> Result<Target> 
     let mut targets = target::resolve(
         &topology,
         &target::Overrides {
-            url: Some(&args.to_url),
-            management_url: args.to_management_url.as_deref(),
+            url: std::slice::from_ref(&args.to_url),
+            management_url: args.to_management_url.as_slice(),
             access: target::Access::given(
                 "to-",
                 target::GivenFiles {
