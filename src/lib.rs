@@ -11,6 +11,7 @@ pub mod diff;
 pub mod exit;
 pub mod findings_view;
 pub mod health;
+pub mod interrupt;
 pub mod mgmt;
 pub mod moving;
 pub mod observe;

@@ -238,7 +238,7 @@ fn text_of(header: &'static str, bytes: &[u8]) -> Result<String, HeaderProblem> 
     })
 }
 
-fn integer(value: &AMQPValue) -> Option<i64> {
+pub(crate) fn integer(value: &AMQPValue) -> Option<i64> {
     Some(match *value {
         AMQPValue::ShortShortInt(n) => n.into(),
         AMQPValue::ShortShortUInt(n) => n.into(),
