@@ -83,8 +83,12 @@ fn an_unknown_vhost_is_exit_3_within_the_timeout() {
     // timeout plus start-up, whether the broker refuses or stays silent.
     let missing = format!("delaytopo-test-missing-{}", std::process::id());
     let stderr = install_fails_in_one_line(
-        &format!("amqp://guest:guest@{AMQP_HOST_PORT}/{}", encode(&missing)),
-        MANAGEMENT,
+        &format!(
+            "amqp://guest:guest@{}/{}",
+            amqp_host_port(),
+            encode(&missing)
+        ),
+        management(),
         "3",
         6,
     );
@@ -114,9 +118,9 @@ fn a_silent_broker_is_exit_3_within_the_timeout() {
 #[test]
 fn a_wrong_password_is_exit_3_and_never_printed() {
     // Refused at login, before any vhost is opened.
-    let url = format!("amqp://guest:{PASSWORD}@{AMQP_HOST_PORT}/%2f");
+    let url = format!("amqp://guest:{PASSWORD}@{}/%2f", amqp_host_port());
     for format in ["text", "json"] {
-        let (mut command, _topology) = delaytopo_at(&url, MANAGEMENT);
+        let (mut command, _topology) = delaytopo_at(&url, management());
         let output = command
             .args(["--timeout", "10", "--output", format, "install"])
             .output()

@@ -20,7 +20,7 @@ fn setup(vhost: &TestVhost, yaml: &str) -> (delaytopo::target::Target, Desired) 
         &topology,
         &Overrides {
             url: Some(&url),
-            management_url: Some(MANAGEMENT),
+            management_url: Some(management()),
             vhosts: &[],
             timeout_seconds: 10.0,
         },

@@ -506,7 +506,7 @@ fn prometheus_output_says_down_when_the_broker_refuses() {
     let vhost = TestVhost::new("verify-prometheus-down");
     let wrong = vhost.url().replace("guest:guest", "guest:wrong-secret");
     let output = vhost
-        .delaytopo_at(&wrong, MANAGEMENT)
+        .delaytopo_at(&wrong, management())
         .args(["-o", "prometheus", "verify"])
         .output()
         .unwrap();
@@ -536,7 +536,7 @@ fn refused_credentials_exit_3_without_the_password() {
     let vhost = TestVhost::new("verify-refused");
     let wrong = vhost.url().replace("guest:guest", "guest:wrong-secret");
     vhost
-        .delaytopo_at(&wrong, MANAGEMENT)
+        .delaytopo_at(&wrong, management())
         .args(["-o", "json", "verify"])
         .assert()
         .code(3)

@@ -155,14 +155,19 @@ impl Journal {
 
     /// Waits until what was appended is on disk (it then survives a crash
     /// of the machine too): call it before acknowledging those messages at
-    /// the source.
-    pub fn sync(&self) -> Result<()> {
-        match &self.file {
-            Some(file) => file
-                .sync_data()
-                .with_context(|| format!("writing the journal {}", self.path.display())),
-            None => Ok(()),
-        }
+    /// the source. On a thread of its own, so that confirms go on being
+    /// collected meanwhile.
+    pub async fn sync(&self) -> Result<()> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let context = || format!("writing the journal {}", self.path.display());
+        let file = file.try_clone().with_context(context)?;
+        tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(context)?
+            .with_context(context)
     }
 
     /// Whether no run of this move ever recorded a message in it.
@@ -258,14 +263,14 @@ mod tests {
         Identity::repeated(n)
     }
 
-    #[test]
-    fn what_one_run_records_the_next_run_knows() {
+    #[tokio::test]
+    async fn what_one_run_records_the_next_run_knows() {
         let directory = tempfile::tempdir().unwrap();
         let first = Journal::open(directory.path(), "move a -> b", false).unwrap();
         assert!(!first.existed);
         first.append(&identity(1)).unwrap();
         first.append(&identity(2)).unwrap();
-        first.sync().unwrap();
+        first.sync().await.unwrap();
         assert!(!first.is_empty());
         drop(first);
 

@@ -1,9 +1,15 @@
-//! The settling half of a pass: waits for the target's confirm of each
-//! message in delivery order (a nack or a return sends it to the poison
-//! queue instead, and waits for that confirm), records what landed (in the
-//! ledger, then in the journal, fsynced), and only then acknowledges the
-//! batch at the source with one multiple ack. Settling in delivery-tag order
-//! is what makes a multiple ack safe.
+//! The settling half of a pass, in two tasks side by side:
+//!
+//! - the collector waits for the target's confirm of each message in
+//!   delivery order (a nack or a return sends it to the poison queue
+//!   instead, and waits for that confirm) and records what landed, in the
+//!   ledger and in the journal;
+//! - the acknowledger fsyncs the journal, then acknowledges at the source,
+//!   with one multiple ack, everything collected so far.
+//!
+//! Settling in delivery-tag order is what makes a multiple ack safe. The
+//! fsync never holds up the confirms: while one runs, the collector goes on,
+//! and the next fsync and ack cover all it collected meanwhile.
 //!
 //! When the source connection dies, acknowledging is impossible but the
 //! confirms still come: they are collected and recorded, so the messages
@@ -13,7 +19,7 @@
 use anyhow::Result;
 use lapin::options::BasicAckOptions;
 use lapin::Confirmation;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::amqp::bounded;
 use crate::exit::broker;
@@ -21,72 +27,70 @@ use crate::moving::classify::PoisonReason;
 use crate::moving::identity::Identity;
 use crate::moving::pump::{InFlight, Outbound, Pump};
 
-/// At most this many deliveries are acknowledged by one multiple ack (after
-/// one fsync of the journal).
-const ACK_BATCH: usize = 256;
-
 impl Pump<'_> {
-    pub(super) async fn settle(&self, mut settling: mpsc::Receiver<InFlight>) -> Result<()> {
-        let mut ack_failure = None;
-        while let Some(first) = settling.recv().await {
-            let mut batch = vec![first];
-            while batch.len() < ACK_BATCH {
-                match settling.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
-                }
-            }
-            let mut last_tag = None;
-            let mut failure = None;
-            let mut items = batch.into_iter();
-            for item in items.by_ref() {
-                let identity = item.identity;
-                match self.settle_one(item).await {
-                    Ok(tag) => {
-                        if let (Some(journal), Some(identity)) = (self.journal, identity) {
-                            journal.append(&identity)?;
-                        }
-                        last_tag = Some(tag);
-                    }
-                    Err(error) => {
-                        self.in_doubt(identity);
-                        failure = Some(error);
-                        break;
-                    }
-                }
-            }
-            // What landed is on disk before the source forgets it.
-            if let (Some(journal), Some(_)) = (self.journal, last_tag) {
-                tokio::task::block_in_place(|| journal.sync())?;
-            }
-            if let (Some(tag), None) = (last_tag, &ack_failure) {
-                if let Err(error) = self.acknowledge(tag).await {
-                    // The source is gone; keep collecting confirms.
-                    ack_failure = Some(error);
-                }
-            }
-            if let Some(error) = failure {
-                for item in items {
-                    self.in_doubt(item.identity);
-                }
-                while let Ok(item) = settling.try_recv() {
-                    self.in_doubt(item.identity);
-                }
-                return Err(error);
-            }
-        }
-        ack_failure.map_or(Ok(()), Err)
+    pub(super) async fn settle(&self, settling: mpsc::Receiver<InFlight>) -> Result<()> {
+        let (collected, settled) = watch::channel(None);
+        let (collecting, acknowledging) =
+            tokio::join!(self.collect(settling, collected), self.acknowledge(settled));
+        // The target's failure first: it explains the rest.
+        collecting?;
+        acknowledging
     }
 
-    async fn acknowledge(&self, last_tag: u64) -> Result<()> {
-        bounded(
-            &self.job.from.broker,
-            "acknowledging source messages",
-            self.session
-                .taker
-                .basic_ack(last_tag, BasicAckOptions { multiple: true }),
-        )
-        .await
+    /// Settles each message in order and publishes the last settled tag.
+    async fn collect(
+        &self,
+        mut settling: mpsc::Receiver<InFlight>,
+        collected: watch::Sender<Option<u64>>,
+    ) -> Result<()> {
+        while let Some(item) = settling.recv().await {
+            let identity = item.identity;
+            match self.settle_one(item).await {
+                Ok(tag) => {
+                    if let (Some(journal), Some(identity)) = (self.journal, identity) {
+                        journal.append(&identity)?;
+                    }
+                    collected.send_replace(Some(tag));
+                }
+                Err(error) => {
+                    self.in_doubt(identity);
+                    while let Ok(item) = settling.try_recv() {
+                        self.in_doubt(item.identity);
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok(())
+        // `collected` goes here: the acknowledger acknowledges the rest, then ends.
+    }
+
+    /// Acknowledges at the source what was collected, once it is on disk.
+    /// When the source is gone, it stops (the collector goes on: what
+    /// landed must be known when it comes back).
+    async fn acknowledge(&self, mut settled: watch::Receiver<Option<u64>>) -> Result<()> {
+        let mut acknowledged = None;
+        loop {
+            let open = settled.changed().await.is_ok();
+            let latest = *settled.borrow_and_update();
+            if let Some(tag) = latest.filter(|&tag| Some(tag) != acknowledged) {
+                if let Some(journal) = self.journal {
+                    journal.sync().await?;
+                }
+                bounded(
+                    &self.job.from.broker,
+                    "acknowledging source messages",
+                    self.session
+                        .taker
+                        .basic_ack(tag, BasicAckOptions { multiple: true }),
+                )
+                .await?;
+                acknowledged = Some(tag);
+            }
+            if !open {
+                return Ok(());
+            }
+        }
     }
 
     /// A message published whose confirm will never be seen: it may have landed.

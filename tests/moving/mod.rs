@@ -4,7 +4,7 @@
 //! Messages go through AMQP (lapin) here: thousands of them, with headers.
 #![allow(dead_code)]
 
-pub mod node;
+pub mod stage;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -22,7 +22,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::Value;
 
-use crate::support::{api, encode, TestVhost, MANAGEMENT};
+use crate::support::{api, encode, management, TestVhost};
 
 pub const V1: &str = include_str!("../../examples/nservicebus-v1.yaml");
 
@@ -323,7 +323,7 @@ pub fn close_tool_connections(vhost: &TestVhost) -> usize {
         if client_name.starts_with("delaytopo") {
             let name = connection["name"].as_str().unwrap();
             let _ = crate::support::http()
-                .delete(format!("{MANAGEMENT}/api/connections/{}", encode(name)))
+                .delete(format!("{}/api/connections/{}", management(), encode(name)))
                 .basic_auth("guest", Some("guest"))
                 .send();
             closed += 1;

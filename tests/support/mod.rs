@@ -1,7 +1,8 @@
 //! Test fixtures against the real broker: every test gets its own freshly
 //! created vhost, deleted when the fixture drops, so tests run in parallel
 //! and never see each other. Broker access here is synchronous (management
-//! HTTP API) to keep tests short and readable.
+//! HTTP API) to keep tests short and readable. The broker itself is started
+//! by the tests (`node.rs`: which version, ports, TLS and cluster nodes).
 #![allow(dead_code)]
 
 use std::io::Write;
@@ -10,16 +11,18 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-/// The broker under test; another one can be chosen when the tests are built
-/// (`DELAYTOPO_TEST_AMQP=127.0.0.1:5682 DELAYTOPO_TEST_MANAGEMENT=http://127.0.0.1:15682`).
-pub const AMQP_HOST_PORT: &str = match option_env!("DELAYTOPO_TEST_AMQP") {
-    Some(host_port) => host_port,
-    None => "127.0.0.1:5672",
-};
-pub const MANAGEMENT: &str = match option_env!("DELAYTOPO_TEST_MANAGEMENT") {
-    Some(url) => url,
-    None => "http://127.0.0.1:15672",
-};
+mod node;
+pub use node::*;
+
+/// `host:port` of the broker's AMQP listener (see [`node`] for how it is chosen).
+pub fn amqp_host_port() -> &'static str {
+    &broker().amqp_host_port
+}
+
+/// The broker's management API base URL.
+pub fn management() -> &'static str {
+    &broker().management_url
+}
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -46,7 +49,7 @@ pub fn api(method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
 
 fn blocking_api(method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
     let mut request = http()
-        .request(method.clone(), format!("{MANAGEMENT}/api/{path}"))
+        .request(method.clone(), format!("{}/api/{path}", management()))
         .basic_auth("guest", Some("guest"));
     if let Some(body) = body {
         request = request.json(&body);
@@ -96,7 +99,11 @@ impl TestVhost {
     }
 
     pub fn url(&self) -> String {
-        format!("amqp://guest:guest@{AMQP_HOST_PORT}/{}", encode(&self.name))
+        format!(
+            "amqp://guest:guest@{}/{}",
+            amqp_host_port(),
+            encode(&self.name)
+        )
     }
 
     /// Replaces the topology file the `delaytopo` command of this fixture uses.
@@ -111,7 +118,7 @@ impl TestVhost {
 
     /// `delaytopo` aimed at this vhost, with the fixture's topology file.
     pub fn delaytopo(&self) -> assert_cmd::Command {
-        self.delaytopo_at(&self.url(), MANAGEMENT)
+        self.delaytopo_at(&self.url(), management())
     }
 
     /// `delaytopo` with the fixture's topology file aimed at other URLs
@@ -238,7 +245,7 @@ impl TestVhost {
 
 impl Drop for TestVhost {
     fn drop(&mut self) {
-        let url = format!("{MANAGEMENT}/api/vhosts/{}", encode(&self.name));
+        let url = format!("{}/api/vhosts/{}", management(), encode(&self.name));
         off_runtime(|| {
             let _ = http().delete(url).basic_auth("guest", Some("guest")).send();
         });
