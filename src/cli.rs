@@ -219,6 +219,19 @@ pub struct MoveArgs {
     /// at the target): more is faster over long round trips, and uses more memory.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
+    /// Directory of the journals that let a re-run skip what an interrupted
+    /// run already landed (one file per source and target vhost; removed
+    /// once the source is empty).
+    #[arg(long, value_name = "DIR", default_value = "delaytopo-journal")]
+    pub journal: std::path::PathBuf,
+    /// Keep no journal (whatever --journal says): a re-run after a crash
+    /// may land again what the crashed run had landed.
+    #[arg(long)]
+    pub no_journal: bool,
+    /// How long to keep reconnecting, with backoff, while a broker is down
+    /// (a restart) before giving up with exit 3.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub reconnect_for: u64,
 }
 
 #[derive(Debug, Args)]
