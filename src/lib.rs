@@ -12,6 +12,8 @@ pub mod diff;
 pub mod exit;
 pub mod findings_view;
 pub mod health;
+pub mod lenient_json;
+pub mod loss_guard;
 pub mod mgmt;
 pub mod moving;
 pub mod observe;

@@ -105,7 +105,7 @@ impl Management {
     }
 
     fn decode<T: DeserializeOwned>(&self, path: &str, answer: &Answer) -> Result<T> {
-        serde_json::from_slice(&answer.body)
+        crate::lenient_json::from_slice(&answer.body)
             .map_err(|e| self.failure(path, &format!("unexpected answer: {e}")))
     }
 

@@ -334,7 +334,7 @@ impl Applied {
             0 => "; nothing was declared".to_string(),
             n => format!(
                 "; {n} declared before it stopped: {}",
-                crate::report::first_few(&self.done, 5, ", ")
+                crate::report::first_few(&self.done)
             ),
         }
     }
@@ -365,8 +365,7 @@ impl Applied {
                 OpResult::Refused {
                     code: Some(404),
                     text,
-                } if matches!(op, Operation::Bind(b) if matches!(b.role, Role::EndpointBinding(_))) =>
-                {
+                } if matches!(op, Operation::Bind(b) if b.role.is_endpoint()) => {
                     let message = endpoint_missing(op, &text);
                     self.errors.push((entity, message));
                 }
