@@ -7,7 +7,7 @@
 //! system certificate store costs more to load than a whole verify on
 //! loopback, so plain `amqp://` and `http://` runs never touch it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use anyhow::Result;
@@ -266,12 +266,55 @@ fn in_words(error: &rustls::Error, tls: &Tls) -> String {
     }
 }
 
-/// The path of a file option as given, relative ones resolved against `base`
-/// (the topology file's directory for `broker:` keys).
-pub fn relative_to(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        base.join(path)
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::{code_for, BAD_INPUT};
+
+    fn file(text: &str, origin: &str) -> (tempfile::NamedTempFile, FileOption) {
+        let temp = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(temp.path(), text).unwrap();
+        let option = FileOption::new(temp.path(), origin);
+        (temp, option)
+    }
+
+    fn refused(options: TlsOptions) -> String {
+        let error = Tls::load(&options).unwrap_err();
+        assert_eq!(code_for(&error), BAD_INPUT);
+        error.to_string()
+    }
+
+    #[test]
+    fn bad_tls_files_are_bad_input_naming_the_option() {
+        let missing = FileOption::new("/nonexistent/ca.pem", "--tls-ca-cert-file");
+        let said = refused(TlsOptions {
+            ca_cert_file: Some(missing),
+            ..TlsOptions::default()
+        });
+        assert!(
+            said.starts_with("--tls-ca-cert-file: cannot read /nonexistent/ca.pem"),
+            "{said}"
+        );
+        let (_keep, not_pem) = file("no certificate here", "broker.tls_ca_cert_file");
+        let said = refused(TlsOptions {
+            ca_cert_file: Some(not_pem),
+            ..TlsOptions::default()
+        });
+        assert!(
+            said.contains("broker.tls_ca_cert_file") && said.contains("no PEM certificate"),
+            "{said}"
+        );
+        let (_keep, key) = file("", "--tls-key-file");
+        let said = refused(TlsOptions {
+            key_file: Some(key),
+            ..TlsOptions::default()
+        });
+        assert!(said.contains("needs its certificate too"), "{said}");
+    }
+
+    #[test]
+    fn nothing_is_built_until_tls_is_used() {
+        let tls = Tls::load(&TlsOptions::default()).unwrap();
+        assert!(tls.config.get().is_none() && !tls.has_identity());
     }
 }
