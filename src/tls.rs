@@ -66,7 +66,7 @@ pub struct Tls {
     ca: Option<Vec<CertificateDer<'static>>>,
     identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     /// Whether the user gave a CA file, for the hint on an unknown issuer.
-    pub ca_origin: Option<String>,
+    ca_origin: Option<String>,
     config: OnceLock<Result<Arc<ClientConfig>, String>>,
     /// The management API's HTTPS client for this broker, built on first use.
     pub(crate) http_transport: OnceLock<crate::mgmt::Transport>,
