@@ -58,7 +58,7 @@ pub async fn check(
     Err(broker(format!(
         "{command} would be refused: user `{user}` lacks {} in vhost `{}`; nothing was \
          changed (see `delaytopo permissions {command}`)",
-        first_few(&missing),
+        first_few(&missing, 4, ", "),
         target.vhost
     )))
 }

@@ -68,18 +68,12 @@ pub fn error_document(message: &str, exit_code: u8) -> Value {
     serde_json::json!({ "ok": false, "error": message, "exit_code": exit_code })
 }
 
-/// The first three items joined, and how many more there are: keeps a
-/// message about many entities to one readable line.
-pub fn first_few(items: &[String]) -> String {
-    const SHOWN: usize = 3;
-    let shown = items
-        .iter()
-        .take(SHOWN)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    match items.len().saturating_sub(SHOWN) {
-        0 => shown,
-        more => format!("{shown} and {more} more"),
+/// The first `shown` items joined by `separator`, then how many more: a
+/// list in an error message that cannot grow a line to kilobytes.
+pub fn first_few(items: &[String], shown: usize, separator: &str) -> String {
+    let listed = items[..items.len().min(shown)].join(separator);
+    match items.len().saturating_sub(shown) {
+        0 => listed,
+        more => format!("{listed}{separator}and {more} more"),
     }
 }

@@ -334,7 +334,7 @@ impl Applied {
             0 => "; nothing was declared".to_string(),
             n => format!(
                 "; {n} declared before it stopped: {}",
-                crate::report::first_few(&self.done)
+                crate::report::first_few(&self.done, 5, ", ")
             ),
         }
     }

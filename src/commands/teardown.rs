@@ -241,7 +241,7 @@ fn unsafe_now(
              again once the nodes are back",
             without_quorum.len(),
             plural(without_quorum.len()),
-            crate::report::first_few(&without_quorum)
+            crate::report::first_few(&without_quorum, 3, ", ")
         ));
     }
     let alarms = alarms.unwrap_or_default();
