@@ -184,12 +184,10 @@ pub fn describe_failure(error: &(dyn std::error::Error + 'static), tls: &Tls) ->
 }
 
 /// A hint for a connection the broker dropped right after the TLS handshake:
-/// with TLS 1.3 a broker that wants a client certificate may close the
-/// connection before its alert can be read, and only a reset arrives.
+/// with TLS 1.3 the broker checks the client certificate after the client
+/// thinks the handshake is done, and may close the connection before its
+/// alert can be read, so only a reset arrives.
 pub fn reset_hint(error: &(dyn std::error::Error + 'static), tls: &Tls) -> Option<&'static str> {
-    if tls.has_identity() {
-        return None;
-    }
     let mut cause = Some(error);
     while let Some(current) = cause {
         if let Some(io) = current.downcast_ref::<std::io::Error>() {
@@ -199,10 +197,13 @@ pub fn reset_hint(error: &(dyn std::error::Error + 'static), tls: &Tls) -> Optio
                     | std::io::ErrorKind::BrokenPipe
                     | std::io::ErrorKind::UnexpectedEof
             ) {
-                return Some(
+                return Some(if tls.has_identity() {
+                    "the broker closed the TLS connection: it may have refused our client \
+                     certificate (not signed by a CA it trusts, or expired)"
+                } else {
                     "the broker closed the TLS connection: it may require a client \
-                     certificate (certificate required; --tls-cert-file and --tls-key-file)",
-                );
+                     certificate (certificate required; --tls-cert-file and --tls-key-file)"
+                });
             }
         }
         cause = current.source();
