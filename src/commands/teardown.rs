@@ -83,7 +83,34 @@ struct Options {
     force: bool,
 }
 
+/// On a terminal, `--force` asks first (as terraform does before it
+/// destroys); `--yes`, or input that is not a terminal, skips the question.
+fn confirmed(args: &TeardownArgs, vhosts: usize) -> Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !args.force || args.yes || !std::io::stdin().is_terminal() {
+        return Ok(true);
+    }
+    let mut stderr = std::io::stderr();
+    write!(
+        stderr,
+        "teardown --force discards the delayed messages in the level queues of {vhosts} vhost{}.\n\
+         Type yes to go on: ",
+        plural(vhosts)
+    )?;
+    stderr.flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(answer.trim() == "yes")
+}
+
 pub async fn run(context: &Context, args: &TeardownArgs, interrupt: &Interrupt) -> Result<Outcome> {
+    if !confirmed(args, context.targets.len())? {
+        return Ok(Outcome::new(
+            false,
+            "teardown cancelled: nothing was changed (--yes skips the question)\n".into(),
+            serde_json::json!({ "cancelled": true }),
+        ));
+    }
     let options = Options {
         unbind_only: args.unbind_only,
         force: args.force,
