@@ -67,6 +67,37 @@ pub enum OpResult {
     Unanswered { reason: String },
 }
 
+impl Operation {
+    /// The permission this operation needs, in words: RabbitMQ's refusal
+    /// names the entity, the vhost and the user but not always the kind.
+    pub fn permission_needed(&self) -> String {
+        match self {
+            Operation::DeclareExchange(e) => format!("needs `configure` on exchange {}", e.name),
+            Operation::DeclareQueue(q) => match q.arguments.get("x-dead-letter-exchange") {
+                Some(crate::topology::ArgValue::Str(dlx)) => format!(
+                    "needs `configure` on queue {}, `write` on its dead-letter exchange {dlx}",
+                    q.name
+                ),
+                _ => format!("needs `configure` on queue {}", q.name),
+            },
+            Operation::DeleteExchange(name) => format!("needs `configure` on exchange {name}"),
+            Operation::DeleteQueue(name) => format!("needs `configure` on queue {name}"),
+            Operation::Bind(b) | Operation::Unbind(b) => format!(
+                "needs `write` on {} {} and `read` on exchange {}",
+                b.destination_type.as_str(),
+                b.destination,
+                b.source
+            ),
+            Operation::InspectQueue(name) => {
+                format!("needs `configure` on queue {name} (RabbitMQ 4.3+)")
+            }
+            Operation::InspectExchange(name) => {
+                format!("needs `configure` on exchange {name} (RabbitMQ 4.3+)")
+            }
+        }
+    }
+}
+
 impl OpResult {
     pub fn is_done(&self) -> bool {
         matches!(self, OpResult::Done { .. })
@@ -471,9 +502,13 @@ async fn run_lane(
                 Ok(Err(Failure::Broker(error))) => match amqp::channel_refusal_code(&error) {
                     Some(code) => {
                         channel_closed = true;
+                        let mut text = amqp::describe(target, &error);
+                        if code == 403 {
+                            text.push_str(&format!(" [{}]", ops[index].permission_needed()));
+                        }
                         OpResult::Refused {
                             code: Some(code),
-                            text: amqp::describe(target, &error),
+                            text,
                         }
                     }
                     None => {

@@ -14,6 +14,11 @@ use crate::diff::{Finding, Severity, Structure};
 use crate::observe::{arg_value, BrokerInfo, Observed, ObservedQueue, Policy};
 use crate::topology::{ArgValue, QueueType};
 
+mod cluster;
+mod jams;
+pub use cluster::{alarm_findings, quorum_findings};
+pub use jams::{backlogged_levels, history_query, jam_findings};
+
 /// One level queue as verify reports it (JSON `levels`, the text table's rows).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LevelState {
@@ -54,6 +59,7 @@ pub fn levels(desired: &Desired, queues: &Queues) -> Vec<LevelState> {
 /// Every health finding one look at the broker gives (a jam needs a second look).
 pub fn findings(desired: &Desired, observed: &Observed, structure: &Structure) -> Vec<Finding> {
     let mut found = policy_findings(desired, observed);
+    found.extend(crate::loss_guard::findings(desired, &observed.queues));
     if let Some(broker) = &observed.broker {
         found.extend(broker_findings(desired, broker));
         found.extend(quorum_findings(
@@ -61,6 +67,7 @@ pub fn findings(desired: &Desired, observed: &Observed, structure: &Structure) -
             &observed.queues,
             broker.cluster_nodes,
         ));
+        found.extend(alarm_findings(broker));
     }
     found.extend(address_suffix_findings(desired, structure));
     found.extend(information(desired, &observed.queues, structure));
@@ -425,60 +432,6 @@ pub fn broker_findings(desired: &Desired, broker: &BrokerInfo) -> Vec<Finding> {
     found
 }
 
-/// Quorum level queues without a majority online, or with one member on a cluster.
-pub fn quorum_findings(desired: &Desired, queues: &Queues, cluster_nodes: usize) -> Vec<Finding> {
-    let mut found = Vec::new();
-    for level_queue in &desired.queues {
-        let Some(queue) = queues.get(&level_queue.name) else {
-            continue;
-        };
-        if queue.queue_type != "quorum" || queue.members.is_empty() {
-            continue;
-        }
-        let members = queue.members.len();
-        let online = queue
-            .online
-            .iter()
-            .filter(|node| queue.members.contains(node))
-            .count();
-        let entity = format!("queue {}", queue.name);
-        if online * 2 <= members {
-            found.push(finding(
-                Severity::Error,
-                entity,
-                "quorum_unavailable",
-                (
-                    format!("more than {} of {members} members online", members / 2),
-                    format!("{online} of {members} online"),
-                ),
-                format!(
-                    "queue {} has {online} of {members} members online, not a majority: the \
-                     level can neither take nor pass on delayed messages",
-                    queue.name
-                ),
-                Some(level_queue.level),
-            ));
-        } else if members == 1 && cluster_nodes > 1 {
-            found.push(finding(
-                Severity::Warning,
-                entity,
-                "single_member",
-                (
-                    format!("members on several of {cluster_nodes} nodes"),
-                    "1 member".into(),
-                ),
-                format!(
-                    "queue {} has a single member on a {cluster_nodes}-node cluster: losing \
-                     node {} stops the level",
-                    queue.name, queue.members[0]
-                ),
-                Some(level_queue.level),
-            ));
-        }
-    }
-    found
-}
-
 /// The addresses bound on the delivery exchange: listed endpoints and the
 /// well-formed endpoint bindings applications made themselves.
 fn endpoint_addresses(desired: &Desired, structure: &Structure) -> BTreeSet<String> {
@@ -567,80 +520,6 @@ pub fn information(desired: &Desired, queues: &Queues, structure: &Structure) ->
         ));
     }
     found
-}
-
-/// Levels whose dead-letter backlog is above 0: a jam, if it is still there later.
-pub fn backlogged_levels(desired: &Desired, queues: &Queues) -> Vec<u8> {
-    desired
-        .queues
-        .iter()
-        .filter(|q| {
-            queues
-                .get(&q.name)
-                .is_some_and(|found| found.messages_dlx.unwrap_or(0) > 0)
-        })
-        .map(|q| q.level)
-        .collect()
-}
-
-/// Levels whose dead-letter backlog was above 0 at the first look and still
-/// is at the second: their messages cannot be passed on, and they block the
-/// level (SPEC §1). `known` (the other findings) names the likely cause.
-pub fn jam_findings(
-    desired: &Desired,
-    first: &Queues,
-    again: &Queues,
-    known: &[Finding],
-) -> Vec<Finding> {
-    let still = backlogged_levels(desired, again);
-    backlogged_levels(desired, first)
-        .into_iter()
-        .filter(|level| still.contains(level))
-        .map(|level| {
-            let name = desired.level_name(level);
-            let before = first[name].messages_dlx.unwrap_or(0);
-            let now = again[name].messages_dlx.unwrap_or(0);
-            finding(
-                Severity::Error,
-                format!("queue {name}"),
-                "jammed",
-                ("messages_dlx=0".into(), format!("messages_dlx={now}")),
-                format!(
-                    "level {level:02} is jammed: its dead-letter backlog of {now} message{} \
-                     ({before} a moment before) cannot be passed on and is retried forever, \
-                     holding up the delayed messages behind it; AMQP counts do not show it. \
-                     Likely cause: {}",
-                    if now == 1 { "" } else { "s" },
-                    jam_cause(desired, level, known)
-                ),
-                Some(level),
-            )
-        })
-        .collect()
-}
-
-/// The defects on the way from `level` down to the endpoints.
-fn jam_cause(desired: &Desired, level: u8, known: &[Finding]) -> String {
-    let own_queue = format!("queue {}", desired.level_name(level));
-    let below: Vec<&str> = known
-        .iter()
-        .filter(|f| f.severity == Severity::Error && f.kind != "stray_binding")
-        .filter(|f| match f.level {
-            Some(l) => l < level || f.entity == own_queue,
-            None => true,
-        })
-        .map(|f| f.message.as_str())
-        .collect();
-    if below.is_empty() {
-        format!(
-            "nothing on the way down is missing, so a message is probably addressed to an \
-             endpoint that no binding on {} matches (`#.<address>`), or a lower level refuses \
-             it; bind that endpoint and the level drains",
-            desired.delivery_exchange
-        )
-    } else {
-        below.join("; ")
-    }
 }
 
 #[cfg(test)]
@@ -843,6 +722,7 @@ mod tests {
             feature_flags: BTreeMap::from([("quorum_queue".into(), "enabled".into())]),
             statistics_disabled: true,
             cluster_nodes: 1,
+            alarms: vec![],
             unreadable: vec![],
         };
         let found = broker_findings(&d, &broker);
@@ -884,37 +764,6 @@ mod tests {
         assert_eq!(major_minor("4.0.0-rc.1"), Some((4, 0)));
         assert!(major_minor("3.9.0").unwrap() < (3, 10));
         assert_eq!(major_minor("unknown"), None);
-    }
-
-    #[test]
-    fn a_minority_online_is_an_error_and_a_single_member_on_a_cluster_a_warning() {
-        let d = desired("");
-        let mut observed = installed(&d);
-        let q = observed.queues.get_mut("nsb.v2.delay-level-03").unwrap();
-        q.members = vec!["a".into(), "b".into(), "c".into()];
-        q.online = vec!["a".into()];
-        let found = quorum_findings(&d, &observed.queues, 1);
-        assert_eq!(found.len(), 1);
-        assert_eq!(found[0].kind, "quorum_unavailable");
-        assert_eq!(found[0].actual.as_deref(), Some("1 of 3 online"));
-        let q = observed.queues.get_mut("nsb.v2.delay-level-03").unwrap();
-        q.online = vec!["a".into(), "c".into()];
-        assert!(quorum_findings(&d, &observed.queues, 1).is_empty());
-        // Two of four is not a majority.
-        let q = observed.queues.get_mut("nsb.v2.delay-level-03").unwrap();
-        q.members.push("d".into());
-        let found = quorum_findings(&d, &observed.queues, 1);
-        assert_eq!(found.len(), 1);
-        assert_eq!(
-            found[0].expected.as_deref(),
-            Some("more than 2 of 4 members online")
-        );
-
-        let on_cluster = quorum_findings(&d, &installed(&d).queues, 3);
-        assert_eq!(on_cluster.len(), 28);
-        assert!(on_cluster
-            .iter()
-            .all(|f| f.kind == "single_member" && f.severity == Severity::Warning));
     }
 
     #[test]
@@ -965,59 +814,5 @@ mod tests {
             info[0].message,
             "level 04 holds 3 delayed messages (3 ready, 0 dead-lettering)"
         );
-    }
-
-    #[test]
-    fn a_backlog_that_stays_is_a_jam_with_the_missing_endpoint_as_cause() {
-        let d = desired("endpoints:\n  - address: Sales\n");
-        let mut observed = installed(&d);
-        observed
-            .queues
-            .get_mut("nsb.v2.delay-level-00")
-            .unwrap()
-            .messages_dlx = Some(2);
-        observed
-            .queues
-            .get_mut("nsb.v2.delay-level-07")
-            .unwrap()
-            .messages_dlx = Some(1);
-        let s = structure(&d, &observed);
-        let known = s.findings();
-        let mut again = observed.queues.clone();
-        again.get_mut("nsb.v2.delay-level-07").unwrap().messages_dlx = Some(0);
-        let jams = jam_findings(&d, &observed.queues, &again, &known);
-        assert_eq!(jams.len(), 1);
-        assert_eq!(jams[0].entity, "queue nsb.v2.delay-level-00");
-        assert_eq!(jams[0].kind, "jammed");
-        assert!(
-            jams[0]
-                .message
-                .contains("endpoint queue Sales does not exist"),
-            "{}",
-            jams[0].message
-        );
-    }
-
-    #[test]
-    fn a_jam_without_a_visible_defect_points_at_an_unbound_address() {
-        let d = desired("");
-        let mut observed = installed(&d);
-        observed
-            .queues
-            .get_mut("nsb.v2.delay-level-02")
-            .unwrap()
-            .messages_dlx = Some(1);
-        // A defect above the jammed level is not its cause.
-        observed
-            .queues
-            .get_mut("nsb.v2.delay-level-09")
-            .unwrap()
-            .arguments
-            .insert("x-message-ttl".into(), ArgValue::Int(1));
-        let known = structure(&d, &observed).findings();
-        let jams = jam_findings(&d, &observed.queues, &observed.queues, &known);
-        assert!(jams[0]
-            .message
-            .contains("no binding on nsb.v2.delay-delivery matches"));
     }
 }

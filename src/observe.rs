@@ -66,11 +66,30 @@ pub struct ObservedQueue {
     pub members: Vec<String>,
     #[serde(default)]
     pub online: Vec<String>,
+    /// The quorum queue's leader node (where its dead-letter worker runs).
+    pub leader: Option<String>,
     pub policy: Option<String>,
     pub operator_policy: Option<String>,
     #[serde(default)]
     pub effective_policy_definition: Option<Map<String, Value>>,
     pub state: Option<String>,
+    /// With `?lengths_age=…&lengths_incr=…`: `messages` over recent seconds.
+    #[serde(default)]
+    pub messages_details: Option<LengthHistory>,
+}
+
+/// A queue length's recent history, newest sample first.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct LengthHistory {
+    #[serde(default)]
+    pub samples: Vec<LengthSample>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LengthSample {
+    pub sample: u64,
+    /// Milliseconds since the epoch.
+    pub timestamp: u64,
 }
 
 impl ObservedQueue {
@@ -112,6 +131,9 @@ pub struct BrokerInfo {
     pub feature_flags: BTreeMap<String, String>,
     pub statistics_disabled: bool,
     pub cluster_nodes: usize,
+    /// Resource alarms in force, as `node: memory` / `node: disk` (every
+    /// publish, dead-lettering included, is blocked while one is).
+    pub alarms: Vec<String>,
     /// The API paths the user was refused (`feature-flags` needs the
     /// administrator tag, `nodes` monitoring): what they tell was not checked.
     pub unreadable: Vec<&'static str>,
@@ -132,8 +154,11 @@ struct FeatureFlag {
 
 #[derive(Deserialize)]
 struct Node {
-    #[allow(dead_code)]
     name: String,
+    #[serde(default)]
+    mem_alarm: bool,
+    #[serde(default)]
+    disk_free_alarm: bool,
 }
 
 impl<'de> Deserialize<'de> for DestinationKind {
@@ -164,6 +189,26 @@ pub fn arg_value(value: Value) -> ArgValue {
         Value::String(s) => ArgValue::Str(s),
         other => ArgValue::Str(other.to_string()),
     }
+}
+
+/// The resource alarms in force on any node: `None` when the user may not
+/// read `/api/nodes` (it needs the `monitoring` tag).
+pub async fn alarms(management: &Management) -> Result<Option<Vec<String>>> {
+    let nodes = management.get_if_permitted::<Vec<Node>>("nodes").await?;
+    Ok(nodes.map(|nodes| alarms_of(&nodes)))
+}
+
+fn alarms_of(nodes: &[Node]) -> Vec<String> {
+    nodes
+        .iter()
+        .flat_map(|node| {
+            [
+                (node.mem_alarm, format!("{}: memory", node.name)),
+                (node.disk_free_alarm, format!("{}: disk", node.name)),
+            ]
+        })
+        .filter_map(|(on, alarm)| on.then_some(alarm))
+        .collect()
 }
 
 /// Reads the client's vhost at the given depth.
@@ -198,7 +243,7 @@ pub async fn observe(management: &Management, depth: Depth) -> Result<Observed> 
                 .filter_map(|(path, refused)| refused.then_some(path))
                 .collect();
             // Without /api/nodes, the nodes the queues have members on.
-            let cluster_nodes = n.map_or_else(
+            let cluster_nodes = n.as_ref().map_or_else(
                 || {
                     q.iter()
                         .flat_map(|q| &q.members)
@@ -207,7 +252,9 @@ pub async fn observe(management: &Management, depth: Depth) -> Result<Observed> 
                 },
                 |n| n.len(),
             );
+            let alarms = n.as_deref().map(alarms_of).unwrap_or_default();
             let broker = BrokerInfo {
+                alarms,
                 rabbitmq_version: o.rabbitmq_version,
                 feature_flags: f
                     .unwrap_or_default()

@@ -28,10 +28,12 @@ pub fn observed_queue(name: &str, arguments: Arguments) -> ObservedQueue {
         messages_dlx: Some(0),
         members: vec!["rabbit@a".into()],
         online: vec!["rabbit@a".into()],
+        leader: Some("rabbit@a".into()),
         policy: None,
         operator_policy: None,
         effective_policy_definition: None,
         state: Some("running".into()),
+        messages_details: None,
     }
 }
 
@@ -73,6 +75,7 @@ pub fn installed(d: &Desired) -> Observed {
         ]),
         statistics_disabled: false,
         cluster_nodes: 1,
+        alarms: Vec::new(),
         unreadable: vec![],
     });
     observed

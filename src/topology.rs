@@ -13,6 +13,12 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 
+mod endpoint;
+mod level_arguments;
+
+pub use endpoint::Endpoint;
+pub use level_arguments::{InitialGroupSize, LeaderLocator, DEFAULT_QUORUM_ARGUMENTS};
+
 /// The deepest cascade RabbitMQ accepts: 2^28 s is the largest TTL seen accepted.
 pub const MAX_LEVELS: u8 = 28;
 /// RabbitMQ's limit on exchange and queue names (a short string).
@@ -32,21 +38,37 @@ pub struct Topology {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerSection {
-    /// AMQP URI; its path is the vhost.
-    pub url: String,
-    /// Management API base URL; derived from `url` when absent.
-    pub management_url: Option<String>,
+    /// AMQP URI; its path is the vhost. A list names a cluster's nodes,
+    /// tried in order.
+    #[serde(deserialize_with = "url_list")]
+    pub url: Vec<String>,
+    /// Management API base URL (or one per `url`); derived from `url` when absent.
+    #[serde(default, deserialize_with = "optional_url_list")]
+    pub management_url: Option<Vec<String>>,
     /// Vhosts to manage in one run; the URL's own vhost when absent.
     #[serde(deserialize_with = "bounded_vhosts")]
     pub vhosts: Option<Vec<String>>,
+    /// File holding the password (a mounted secret), so that it is in neither
+    /// the URL nor this file.
+    pub password_file: Option<PathBuf>,
+    /// PEM CA certificates trusted instead of the system store.
+    pub tls_ca_cert_file: Option<PathBuf>,
+    /// PEM client certificate (client identity), with `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for BrokerSection {
     fn default() -> Self {
         BrokerSection {
-            url: "amqp://guest:guest@localhost:5672/%2f".to_string(),
+            url: vec!["amqp://guest:guest@localhost:5672/%2f".to_string()],
             management_url: None,
             vhosts: None,
+            password_file: None,
+            tls_ca_cert_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -58,7 +80,15 @@ pub struct CascadeSection {
     pub level_name: LevelName,
     pub delivery_exchange: EntityName,
     pub queue_type: QueueType,
+    /// Added to the level queues' arguments, over the defaults of the queue type.
     pub queue_arguments: QueueArguments,
+    /// Defaults (`DEFAULT_QUORUM_ARGUMENTS`) to leave out: the explicit word
+    /// that removing one takes, since either loss makes delayed messages losable.
+    pub remove_default_arguments: Vec<String>,
+    /// Quorum only: `x-quorum-initial-group-size` of every level queue.
+    pub initial_group_size: Option<InitialGroupSize>,
+    /// Quorum only: `x-queue-leader-locator` of every level queue.
+    pub leader_locator: Option<LeaderLocator>,
 }
 
 impl Default for CascadeSection {
@@ -69,16 +99,11 @@ impl Default for CascadeSection {
             delivery_exchange: EntityName("nsb.v2.delay-delivery".to_string()),
             queue_type: QueueType::Quorum,
             queue_arguments: QueueArguments::default(),
+            remove_default_arguments: Vec::new(),
+            initial_group_size: None,
+            leader_locator: None,
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Endpoint {
-    pub address: EntityName,
-    #[serde(default)]
-    pub bind_to: BindTo,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -200,6 +225,34 @@ fn bounded_vhosts<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>
     d.deserialize_any(Entries)
 }
 
+/// The most URLs one broker may be given: a cluster's nodes, not a scan.
+pub const MAX_URLS: usize = 16;
+
+/// A URL or a non-empty list of them (a cluster's nodes, in the order tried).
+fn url_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let urls = match OneOrMany::deserialize(d)? {
+        OneOrMany::One(url) => vec![url],
+        OneOrMany::Many(urls) => urls,
+    };
+    if urls.is_empty() || urls.len() > MAX_URLS {
+        return Err(de::Error::custom(format!(
+            "give one URL or a list of 1 to {MAX_URLS} (one per node), not {}",
+            urls.len()
+        )));
+    }
+    Ok(urls)
+}
+
+fn optional_url_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    url_list(d).map(Some)
+}
+
 /// Why `address` cannot be an endpoint address, if it cannot: it becomes
 /// the topic binding key `#.<address>`, so a wildcard word (`#`, `*`) or an
 /// empty word would bind the endpoint to other endpoints' delayed messages.
@@ -218,6 +271,27 @@ pub fn address_problem(address: &str) -> Option<String> {
              key `#.{address}` would receive other endpoints' delayed messages"
         )
     })
+}
+
+/// Why a kombu-form `routing_key` cannot be bound, if it cannot. Unlike an
+/// address it may be a topic pattern (`media.#`), as the application binds
+/// its own queue with it; but a key of wildcards only would hand every
+/// endpoint's delayed messages to this exchange, and an empty word never
+/// matches.
+pub fn routing_key_problem(key: &str) -> Option<String> {
+    let words: Vec<&str> = key.split('.').collect();
+    if words.iter().any(|word| word.is_empty()) {
+        Some(format!(
+            "routing_key `{key}` has an empty word (a leading, trailing or doubled `.`)"
+        ))
+    } else if words.iter().all(|word| *word == "#" || *word == "*") {
+        Some(format!(
+            "routing_key `{key}` is wildcards only: its binding key `#.{key}` would receive \
+             every endpoint's delayed messages"
+        ))
+    } else {
+        None
+    }
 }
 
 impl<'de> Deserialize<'de> for EntityName {
@@ -279,29 +353,15 @@ impl fmt::Display for ArgValue {
     }
 }
 
-/// Queue arguments added to every level queue. The cascade's own arguments
-/// (type, TTL, dead-letter exchange) are computed and may not be set here.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Queue arguments added to every level queue, over the defaults. The
+/// cascade's own arguments (TTL, dead-letter exchange) are computed and may
+/// not be set here; `x-queue-type` only to `queue_type`'s own value, which
+/// writes the type out explicitly (kombu's classic queues carry it).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct QueueArguments(pub BTreeMap<String, ArgValue>);
 
 /// Arguments delaytopo computes itself; a file that sets them would break the chain.
-pub const COMPUTED_ARGUMENTS: [&str; 3] =
-    ["x-queue-type", "x-message-ttl", "x-dead-letter-exchange"];
-
-impl Default for QueueArguments {
-    fn default() -> Self {
-        QueueArguments(BTreeMap::from([
-            (
-                "x-dead-letter-strategy".to_string(),
-                ArgValue::Str("at-least-once".to_string()),
-            ),
-            (
-                "x-overflow".to_string(),
-                ArgValue::Str("reject-publish".to_string()),
-            ),
-        ]))
-    }
-}
+pub const COMPUTED_ARGUMENTS: [&str; 2] = ["x-message-ttl", "x-dead-letter-exchange"];
 
 impl<'de> Deserialize<'de> for QueueArguments {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -327,7 +387,7 @@ impl<'de> Deserialize<'de> for QueueArguments {
         {
             return Err(de::Error::custom(format!(
                 "queue_arguments may not set `{key}`: delaytopo computes it for each level \
-                 (use queue_type, levels and delivery_exchange)"
+                 (use levels and delivery_exchange)"
             )));
         }
         Ok(QueueArguments(map))
@@ -402,7 +462,7 @@ impl Topology {
                 path: path.to_path_buf(),
                 line,
                 column,
-                message: strip_location(&e.to_string()),
+                message: readable(&strip_location(&e.to_string())),
             }
         })?;
         let raw = raw.unwrap_or_default();
@@ -419,7 +479,7 @@ impl Topology {
                     path: path.to_path_buf(),
                     line,
                     column,
-                    message,
+                    message: readable(&message),
                 }
             })?;
         Ok(topology)
@@ -445,6 +505,7 @@ impl Topology {
                 ));
             }
         }
+        self.check_queue_arguments()?;
         let delivery = cascade.delivery_exchange.as_str();
         if let Some(level) = seen.get(delivery) {
             return Err((
@@ -456,9 +517,14 @@ impl Topology {
         let mut addresses: BTreeMap<&str, usize> = BTreeMap::new();
         for (index, endpoint) in self.endpoints.iter().enumerate() {
             let address = endpoint.address.as_str();
-            if let Some(problem) = address_problem(address) {
+            let key = endpoint.address_key();
+            let problem = match endpoint.queue {
+                Some(_) => routing_key_problem(address),
+                None => address_problem(address),
+            };
+            if let Some(problem) = problem {
                 return Err((
-                    "address",
+                    key,
                     Some(address.to_string()),
                     format!("endpoints[{index}]: {problem}"),
                 ));
@@ -468,7 +534,7 @@ impl Topology {
             let longest = MAX_NAME_BYTES - 2 * usize::from(cascade.levels.0);
             if address.len() > longest {
                 return Err((
-                    "address",
+                    key,
                     Some(address.to_string()),
                     format!(
                         "endpoints[{index}]: address is {} bytes long; a delayed message's routing \
@@ -481,20 +547,24 @@ impl Topology {
             }
             if let Some(first) = addresses.insert(address, index) {
                 return Err((
-                    "address",
+                    key,
                     Some(address.to_string()),
                     format!(
                         "endpoints[{index}]: address `{address}` is already listed as endpoints[{first}]"
                     ),
                 ));
             }
-            if seen.contains_key(address) || address == delivery {
+            let names = [Some(&endpoint.destination), endpoint.queue.as_ref()];
+            if let Some(name) = names
+                .into_iter()
+                .flatten()
+                .map(EntityName::as_str)
+                .find(|name| seen.contains_key(*name) || *name == delivery)
+            {
                 return Err((
-                    "address",
+                    key,
                     Some(address.to_string()),
-                    format!(
-                        "endpoints[{index}]: address `{address}` is the name of a cascade entity"
-                    ),
+                    format!("endpoints[{index}]: `{name}` is the name of a cascade entity"),
                 ));
             }
         }
@@ -507,6 +577,44 @@ fn strip_location(message: &str) -> String {
     match message.rfind(" at line ") {
         Some(at) => message[..at].to_string(),
         None => message.to_string(),
+    }
+}
+
+/// A message in plain words: Rust type names replaced, and a quoted value
+/// the file got wrong cut to its start, so that a long one cannot grow the
+/// line to kilobytes.
+fn readable(message: &str) -> String {
+    static STRUCT: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    static QUOTED: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let structs =
+        STRUCT.get_or_init(|| regex::Regex::new(r"struct [A-Za-z]+").expect("valid regex"));
+    let quoted = QUOTED
+        .get_or_init(|| regex::Regex::new(r#"(["`])([^"`]{61,})(["`])"#).expect("valid regex"));
+    // One line, whatever the file's values hold: control characters escaped.
+    let message: String = message
+        .chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect();
+    let message = structs.replace_all(&message, "a mapping of keys");
+    let message = quoted
+        .replace_all(&message, |caps: &regex::Captures<'_>| {
+            let value = &caps[2];
+            let start: String = value.chars().take(40).collect();
+            format!("{}{start}…{} ({} bytes)", &caps[1], &caps[3], value.len())
+        })
+        .into_owned();
+    // Whatever else a value held (quotes of its own, say): never kilobytes.
+    const LONGEST: usize = 400;
+    match message.char_indices().nth(LONGEST) {
+        Some((cut, _)) => format!("{}… ({} bytes more)", &message[..cut], message.len() - cut),
+        None => message,
     }
 }
 
@@ -539,11 +647,11 @@ fn locate_key(text: &str, key: &str, value: Option<String>) -> (usize, usize) {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Topology, TopologyError> {
+    pub(super) fn parse(text: &str) -> Result<Topology, TopologyError> {
         Topology::parse(Path::new("t.yaml"), text)
     }
 
-    fn error(text: &str) -> String {
+    pub(super) fn error(text: &str) -> String {
         parse(text).unwrap_err().to_string()
     }
 
@@ -564,7 +672,10 @@ mod tests {
     fn the_repository_topology_is_the_default() {
         let text = include_str!("../topology.yaml");
         let topology = parse(text).unwrap();
-        assert_eq!(topology.cascade, CascadeSection::default());
+        assert_eq!(
+            topology.cascade.level_queue_arguments(),
+            CascadeSection::default().level_queue_arguments()
+        );
         assert_eq!(topology.broker, BrokerSection::default());
     }
 
@@ -688,6 +799,51 @@ mod tests {
     }
 
     #[test]
+    fn a_kombu_routing_key_may_be_a_pattern_but_not_wildcards_only() {
+        let endpoint = |key: &str| {
+            format!(
+                "endpoints:\n  - queue: media\n    exchange: media\n    routing_key: \"{key}\"\n"
+            )
+        };
+        assert!(parse(&endpoint("media.#")).is_ok());
+        assert!(parse(&endpoint("*.video")).is_ok());
+        for key in ["#", "*.#", "media..video"] {
+            let e = error(&endpoint(key));
+            assert!(e.contains(&format!("routing_key `{key}`")), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_broker_url_is_one_url_or_a_list_of_nodes() {
+        let one = parse("broker:\n  url: amqp://a/\n").unwrap();
+        assert_eq!(one.broker.url, ["amqp://a/"]);
+        let many = parse("broker:\n  url: [amqp://a/, amqp://b/]\n  management_url: http://lb/\n")
+            .unwrap();
+        assert_eq!(many.broker.url, ["amqp://a/", "amqp://b/"]);
+        assert_eq!(
+            many.broker.management_url,
+            Some(vec!["http://lb/".to_string()])
+        );
+        let e = error("broker:\n  url: []\n");
+        assert!(e.starts_with("t.yaml:2:") && e.contains("not 0"), "{e}");
+    }
+
+    #[test]
+    fn messages_name_no_rust_types_and_cut_long_values() {
+        let e = error("cascade:\n  queue_type: \"a\\nb\"\n");
+        assert!(
+            e.contains("unknown variant `a\\nb`") && e.lines().count() == 1,
+            "{e}"
+        );
+        let e = error(&format!("\"{}\"\n", "v".repeat(5000)));
+        assert!(e.len() < 200 && e.contains("(5000 bytes)"), "{e}");
+        assert!(
+            e.contains("expected a mapping of keys") && !e.contains("struct"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn queue_argument_keys_rabbitmq_would_refuse_are_refused() {
         let e = error(&format!(
             "cascade:\n  queue_arguments:\n    {}: 1\n",
@@ -711,7 +867,7 @@ mod tests {
         );
         let e = error("cascade:\n  level_name: \"x{level}\"\nendpoints:\n  - address: x3\n");
         assert!(
-            e.starts_with("t.yaml:4:5: endpoints[0]: address `x3` is the name of a cascade entity"),
+            e.starts_with("t.yaml:4:5: endpoints[0]: `x3` is the name of a cascade entity"),
             "{e}"
         );
     }
@@ -734,19 +890,5 @@ mod tests {
     fn computed_arguments_cannot_be_overridden() {
         let e = error("cascade:\n  queue_arguments:\n    x-message-ttl: 5\n");
         assert!(e.contains("may not set `x-message-ttl`"), "{e}");
-    }
-
-    #[test]
-    fn queue_arguments_replace_the_defaults() {
-        let t =
-            parse("cascade:\n  queue_type: classic\n  queue_arguments:\n    x-queue-mode: lazy\n")
-                .unwrap();
-        assert_eq!(
-            t.cascade.queue_arguments.0,
-            BTreeMap::from([(
-                "x-queue-mode".to_string(),
-                ArgValue::Str("lazy".to_string())
-            )])
-        );
     }
 }

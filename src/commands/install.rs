@@ -20,6 +20,7 @@ use crate::diff::{self, binding_entity, Finding, Severity, Structure};
 use crate::exit::broker;
 use crate::mgmt::{Management, NotProvenSameBroker};
 use crate::observe::{observe, Depth, Observed};
+use crate::preflight;
 use crate::progress::Progress;
 use crate::report::Outcome;
 use crate::target::Target;
@@ -48,7 +49,17 @@ async fn install_vhost(
         tokio::spawn(async move { Session::open(&target, apply::DEFAULT_LANES).await })
     };
     let observed = match Management::new(&target) {
-        Ok(management) => observe(&management, Depth::Definitions).await,
+        Ok(management) => {
+            let (observed, allowed) = futures::join!(
+                observe(&management, Depth::Definitions),
+                preflight::check(&management, &target, "install", &desired)
+            );
+            if let Err(refused) = allowed {
+                connecting.abort();
+                return Err(refused);
+            }
+            observed
+        }
         Err(error) => Err(error),
     };
     let plan = match &observed {
@@ -317,6 +328,17 @@ struct Applied {
 }
 
 impl Applied {
+    /// What was in place before a refusal stopped install, briefly.
+    fn already_done(&self) -> String {
+        match self.done.len() {
+            0 => "; nothing was declared".to_string(),
+            n => format!(
+                "; {n} declared before it stopped: {}",
+                crate::report::first_few(&self.done, 5, ", ")
+            ),
+        }
+    }
+
     /// Sorts one phase's answers; a 403 means the user may not do install's
     /// work at all, which is exit 3 (SPEC §3), not a finding.
     fn record(&mut self, ops: &[Operation], results: Vec<OpResult>) -> Result<()> {
@@ -329,10 +351,10 @@ impl Applied {
                     text,
                 } => {
                     return Err(broker(format!(
-                        "{}: {text} (install needs configure, write and read permissions on the \
-                         cascade's names)",
-                        op.describe()
-                    )))
+                        "{}: {text} (see `delaytopo permissions install`){}",
+                        op.describe(),
+                        self.already_done()
+                    )));
                 }
                 OpResult::Refused {
                     code: Some(406),
@@ -343,8 +365,7 @@ impl Applied {
                 OpResult::Refused {
                     code: Some(404),
                     text,
-                } if matches!(op, Operation::Bind(b) if matches!(b.role, Role::EndpointBinding(_))) =>
-                {
+                } if matches!(op, Operation::Bind(b) if b.role.is_endpoint()) => {
                     let message = endpoint_missing(op, &text);
                     self.errors.push((entity, message));
                 }

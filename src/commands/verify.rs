@@ -61,7 +61,14 @@ async fn verify_vhost(
     let mut queues = observed.queues.clone();
     if !health::backlogged_levels(desired, &queues).is_empty() {
         tokio::time::sleep(SECOND_LOOK).await;
-        let again: Vec<ObservedQueue> = management.get(management.vhost_path("queues")).await?;
+        // With each queue's recent lengths: a standing backlog on a level that
+        // was empty minutes ago may only be waiting for the broker's retry.
+        let path = format!(
+            "{}?{}",
+            management.vhost_path("queues"),
+            health::history_query()
+        );
+        let again: Vec<ObservedQueue> = management.get(path).await?;
         let again: Queues = again.into_iter().map(|q| (q.name.clone(), q)).collect();
         let jams = health::jam_findings(desired, &queues, &again, &findings);
         findings.extend(jams);
