@@ -61,7 +61,8 @@ use crate::cascade::Desired;
 use crate::cli::TeardownArgs;
 use crate::commands::fanout::{each_target, VhostOutcome};
 use crate::context::Context;
-use crate::exit::broker;
+use crate::exit::{self, broker};
+use crate::interrupt::Interrupt;
 use crate::mgmt::{Management, NotProvenSameBroker};
 use crate::observe::{observe, Depth, Observed, ObservedBinding, ObservedQueue};
 use crate::preflight;
@@ -82,14 +83,14 @@ struct Options {
     force: bool,
 }
 
-pub async fn run(context: &Context, args: &TeardownArgs) -> Result<Outcome> {
+pub async fn run(context: &Context, args: &TeardownArgs, interrupt: &Interrupt) -> Result<Outcome> {
     let options = Options {
         unbind_only: args.unbind_only,
         force: args.force,
     };
     let progress = context.progress;
     each_target(context, move |target, desired| {
-        teardown(target, desired, options, progress)
+        teardown(target, desired, options, progress, interrupt.clone())
     })
     .await
 }
@@ -124,6 +125,7 @@ async fn teardown(
     desired: Desired,
     options: Options,
     progress: Progress,
+    interrupt: Interrupt,
 ) -> Result<VhostOutcome> {
     let management = Management::new(&target)?;
     let mut report = Report {
@@ -207,6 +209,7 @@ async fn teardown(
             plan: &plan,
             looks: &looks,
             options,
+            interrupt: &interrupt,
         }
         .go(&mut report)
         .await
@@ -219,6 +222,17 @@ async fn teardown(
         if !options.unbind_only && report.refusal.is_none() {
             report.still_present = still_present(management, &desired).await?;
         }
+    }
+    if let Some(signal) = interrupt.requested() {
+        // It came once the deletes were under way: they were finished.
+        let outcome = report.finish(&target.vhost);
+        return Err(exit::interrupted(
+            signal,
+            format!(
+                "finished the step under way: {}",
+                outcome.text.lines().last().unwrap_or_default()
+            ),
+        ));
     }
     Ok(report.finish(&target.vhost))
 }
@@ -386,6 +400,8 @@ struct Run<'a> {
     /// What the observation's statistics said each planned queue holds.
     first_statistics: Option<Vec<Holding>>,
     options: Options,
+    /// SIGINT/SIGTERM: honoured between steps, each left whole or undone.
+    interrupt: &'a Interrupt,
 }
 
 impl Run<'_> {
@@ -429,6 +445,9 @@ impl Run<'_> {
             tokio::time::sleep(SETTLE.saturating_sub(started.elapsed())).await;
         }
 
+        if let Some(signal) = self.interrupt.requested() {
+            return Err(exit::interrupted(signal, "nothing was changed"));
+        }
         let stop = plan.stop_inflow();
         let answers = looks.run(&stop, 1).await;
         if let Some(error) = first_failure(&stop, &answers, &[404]) {
@@ -445,6 +464,13 @@ impl Run<'_> {
             });
         }
 
+        if let Some(signal) = self.interrupt.requested() {
+            restore(plan, looks).await?;
+            return Err(exit::interrupted(
+                signal,
+                "the cascade was put back as it was",
+            ));
+        }
         if !options.force {
             let last = looks.holdings(&plan.queues, None).await?;
             let held = occupied(&plan.queues, &last);
@@ -573,7 +599,14 @@ impl Run<'_> {
                 .map(|b| Operation::Bind(plan::binding(b)))
                 .collect()
         };
+        if let Some(signal) = self.interrupt.requested() {
+            return Err(exit::interrupted(signal, "nothing was changed"));
+        }
         let answers = looks.run(&unbinds, DEFAULT_LANES).await;
+        if let Some(signal) = self.interrupt.requested() {
+            put_back(looks, &rebinds()).await?;
+            return Err(exit::interrupted(signal, "the bindings were put back"));
+        }
         if let Some(error) = first_failure(&unbinds, &answers, &[]) {
             put_back(looks, &rebinds()).await?;
             return Err(error.context("unbinding failed; the bindings were put back"));
