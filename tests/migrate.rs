@@ -252,3 +252,22 @@ fn a_bad_source_topology_or_poison_queue_is_bad_input() {
         .code(2)
         .stderr(predicates::str::contains("--poison-queue"));
 }
+
+#[test]
+fn a_journal_directory_that_cannot_be_written_stops_the_run_before_any_message() {
+    let messages = population(20, now_micros(), &DELIVERABLE);
+    let stage = Stage::new("migrate-bad-journal", &messages);
+    // A file where the directory should be: it cannot be created.
+    let not_a_directory = tempfile::NamedTempFile::new().unwrap();
+    stage
+        .vhost
+        .delaytopo()
+        .args(["migrate", "--journal"])
+        .arg(not_a_directory.path().join("journal"))
+        .arg("--from")
+        .arg(stage.from_file.path())
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("--journal: cannot write"));
+    assert_eq!(stage.client.ready_in_cascade(&stage.source), 20);
+}

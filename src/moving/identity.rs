@@ -5,11 +5,11 @@
 //! distinct send (Celery retries a task under its task id with a new
 //! countdown; a saga may re-defer a timeout it already sent). Such a send
 //! differs in its body or in when it is due. So the identity is the id
-//! together with a SHA-256 digest of the body and the two headers that say
-//! when the message is due (`NServiceBus.TimeSent`,
-//! `NServiceBus.Transport.RabbitMQ.DelayInSeconds`): two deliveries with the
-//! same identity are copies of one send, and landing the second would be a
-//! duplicate. Headers the broker adds on the way (`x-death` and the like)
+//! together with a SHA-256 digest of the body and the headers that say when
+//! the message is due (`NServiceBus.TimeSent`,
+//! `NServiceBus.Transport.RabbitMQ.DelayInSeconds`; Celery's `eta`, and its
+//! `retries`, which a retry counts up): two deliveries with the same identity
+//! are copies of one send, and landing the second would be a duplicate. Headers the broker adds on the way (`x-death` and the like)
 //! change from hop to hop and are left out.
 //!
 //! A message without an id has no identity: nothing can recognise it again,
@@ -18,7 +18,11 @@
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use sha2::{Digest, Sha256};
 
+use crate::moving::celery_eta::ETA;
 use crate::moving::headers::{self, DELAY_IN_SECONDS, TIME_SENT};
+
+/// The headers that make two sends of one id different messages.
+const DUE_TIME_HEADERS: [&str; 4] = [TIME_SENT, DELAY_IN_SECONDS, ETA, "retries"];
 
 /// A message's identity, as a fixed-size key: 128 bits of the SHA-256 of the
 /// id, the body and the due-time headers. Kept in memory for every landed
@@ -39,7 +43,7 @@ impl Identity {
         // Each part with its length first: no two different tuples hash the same bytes.
         feed(&mut digest, id.as_bytes());
         feed(&mut digest, body);
-        for name in [TIME_SENT, DELAY_IN_SECONDS] {
+        for name in DUE_TIME_HEADERS {
             let value = headers.and_then(|h| h.inner().get(name));
             feed(&mut digest, canonical(value).as_bytes());
         }
@@ -133,6 +137,20 @@ mod tests {
         for other in [body, delay, time, id] {
             assert_ne!(base, other);
         }
+    }
+
+    #[test]
+    fn a_celery_retry_under_the_same_task_id_is_another_message() {
+        let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+        let mut first = FieldTable::default();
+        first.insert(ETA.into(), text("2026-12-01T03:52:42.020129+00:00"));
+        first.insert("retries".into(), AMQPValue::LongInt(0));
+        let mut retry = first.clone();
+        retry.insert("retries".into(), AMQPValue::LongInt(1));
+        let one = identity(Some("task-1"), &first, b"[[], {}, {}]");
+        let again = identity(Some("task-1"), &first, b"[[], {}, {}]");
+        assert_eq!(one, again);
+        assert_ne!(one, identity(Some("task-1"), &retry, b"[[], {}, {}]"));
     }
 
     #[test]

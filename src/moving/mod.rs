@@ -59,7 +59,8 @@ const MAX_PASSES: usize = 3;
 /// The first pause before reconnecting; it doubles up to `LONGEST_PAUSE`.
 const FIRST_PAUSE: Duration = Duration::from_millis(500);
 const LONGEST_PAUSE: Duration = Duration::from_secs(5);
-/// What a second SIGINT or SIGTERM prints before the process exits.
+/// What a second SIGINT or SIGTERM prints before the process exits, when no
+/// listener runs yet (the command line starts one first: its words win).
 const ON_SECOND_SIGNAL: &str =
     "exiting at once; messages not yet acknowledged go back to their source queue";
 
