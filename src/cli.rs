@@ -80,6 +80,18 @@ pub struct Global {
         global = true
     )]
     pub timeout: f64,
+    /// Seconds the whole of verify, plan, probe or install may take (health
+    /// checks, deploy steps); past it they stop with exit 3. teardown,
+    /// migrate and transfer are bounded per operation by --timeout only, so
+    /// that they never stop between two halves of a step.
+    #[arg(
+        long,
+        env = "DELAYTOPO_DEADLINE",
+        hide_env_values = true,
+        value_name = "SECONDS",
+        global = true
+    )]
+    pub deadline: Option<f64>,
     // Last: the heading applies to every global option after it.
     #[command(flatten, next_help_heading = "Credentials and TLS")]
     pub access: AccessArgs,
@@ -143,28 +155,36 @@ pub enum Output {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create what is missing; idempotent; never deletes.
-    #[command(after_long_help = "Exit codes: 0 created or nothing to do, 1 a conflicting \
+    #[command(
+        after_long_help = "Exit codes: 0 created or nothing to do, 1 a conflicting \
         entity (reported with expected vs actual; the rest is still created), 2 bad input, \
-        3 broker unusable.\n\nExample:\n  delaytopo --url amqp://app@rabbit/prod install")]
+        3 broker unusable.\n\nExample:\n  delaytopo --url amqp://app@rabbit/prod install"
+    )]
     Install,
     /// Compare broker and topology; read-only.
-    #[command(after_long_help = "Exit codes: 0 healthy (warnings allowed unless --strict), \
+    #[command(
+        after_long_help = "Exit codes: 0 healthy (warnings allowed unless --strict), \
         1 drift, defects or a failed probe, 2 bad input, 3 broker unusable.\n\nExample:\n  \
-        delaytopo verify -q --strict")]
+        delaytopo verify -q --strict"
+    )]
     Verify(VerifyArgs),
     /// Show what install would create and teardown would remove; read-only.
-    #[command(after_long_help = "Exit codes (as kubectl diff): 0 nothing to do, 1 changes \
-        pending, 2 bad input, 3 broker unusable.\n\nExample:\n  delaytopo plan")]
+    #[command(
+        after_long_help = "Exit codes (as kubectl diff): 0 nothing to do, 1 changes \
+        pending, 2 bad input, 3 broker unusable.\n\nExample:\n  delaytopo plan"
+    )]
     Plan,
     /// Unbind and delete the cascade; keeps delayed messages safe.
-    #[command(after_long_help = "Safety: counts every level queue over AMQP and the \
+    #[command(
+        after_long_help = "Safety: counts every level queue over AMQP and the \
         management API, stops inflow by deleting the level exchanges, counts again, and \
         puts everything back and refuses if any delayed message is there. It refuses before \
         any change when a level has no quorum or an alarm fires. Endpoint queues and \
         exchanges are never deleted.\n\nExit codes: 0 removed (or nothing to remove), \
         1 refused (messages held, no quorum, cancelled), 2 bad input, 3 broker unusable, \
         130/143 interrupted (what it removed is put back).\n\nExample:\n  \
-        delaytopo teardown --unbind-only")]
+        delaytopo teardown --unbind-only"
+    )]
     Teardown(TeardownArgs),
     /// Print the cascade as a RabbitMQ definitions document (no broker needed).
     Render,
@@ -289,12 +309,20 @@ pub struct TransferArgs {
     pub to_management_url: Option<String>,
     /// Password file for the target broker; DELAYTOPO_TO_PASSWORD may hold
     /// the password itself.
-    #[arg(long, env = "DELAYTOPO_TO_PASSWORD_FILE",
-        hide_env_values = true, value_name = "PATH")]
+    #[arg(
+        long,
+        env = "DELAYTOPO_TO_PASSWORD_FILE",
+        hide_env_values = true,
+        value_name = "PATH"
+    )]
     pub to_password_file: Option<PathBuf>,
     /// PEM CA certificate(s) to trust for the target broker, instead of the system store.
-    #[arg(long, env = "DELAYTOPO_TO_TLS_CA_CERT_FILE",
-        hide_env_values = true, value_name = "PATH")]
+    #[arg(
+        long,
+        env = "DELAYTOPO_TO_TLS_CA_CERT_FILE",
+        hide_env_values = true,
+        value_name = "PATH"
+    )]
     pub to_tls_ca_cert_file: Option<PathBuf>,
     /// PEM client certificate for the target broker.
     #[arg(

@@ -17,6 +17,8 @@ pub struct Context {
     pub progress: Progress,
     pub concurrency: usize,
     pub timeout: Duration,
+    /// `--deadline`: the whole of a command that may stop anywhere.
+    pub deadline: Option<Duration>,
 }
 
 impl Context {
@@ -63,6 +65,10 @@ impl Context {
             progress: Progress::new(global.no_progress, global.output != Output::Text),
             concurrency: usize::from(global.concurrency),
             timeout,
+            deadline: global
+                .deadline
+                .map(|seconds| target::seconds_option("--deadline", seconds))
+                .transpose()?,
         })
     }
 
@@ -80,7 +86,9 @@ fn default_topology() -> anyhow::Result<Topology> {
     if path.exists() {
         return Ok(Topology::load(path)?);
     }
-    eprintln!("note: no {DEFAULT_TOPOLOGY} here: using the NServiceBus v2 defaults (-f names a file)");
+    eprintln!(
+        "note: no {DEFAULT_TOPOLOGY} here: using the NServiceBus v2 defaults (-f names a file)"
+    );
     Ok(Topology::parse(path, "")?)
 }
 

@@ -463,9 +463,14 @@ fn distinct_vhosts<'a>(vhosts: &'a [String], origin: &str) -> anyhow::Result<Vec
 
 /// `--timeout` as a duration: positive, finite and at most a day.
 fn timeout(seconds: f64) -> anyhow::Result<Duration> {
+    seconds_option("--timeout", seconds)
+}
+
+/// A number of seconds given as `option`: positive, finite and at most a day.
+pub fn seconds_option(option: &str, seconds: f64) -> anyhow::Result<Duration> {
     if !(seconds.is_finite() && seconds > 0.0 && seconds <= MAX_TIMEOUT_SECONDS) {
         return Err(bad_input(format!(
-            "--timeout: must be a number of seconds above 0 and at most {MAX_TIMEOUT_SECONDS} \
+            "{option}: must be a number of seconds above 0 and at most {MAX_TIMEOUT_SECONDS} \
              (a day), got {seconds}"
         )));
     }

@@ -207,7 +207,7 @@ fn no_topology_file_panics_or_runs_away() {
             }
         }
         assert!(
-            took < Duration::from_secs(2),
+            took < Duration::from_secs(10),
             "case {case} took {took:?}:\n{text}"
         );
     }

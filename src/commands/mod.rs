@@ -66,8 +66,23 @@ async fn run_broker_command(command: &Command, context: &Context) -> Result<Outc
         // and the next run finishes what this one declared.
         _ => {
             let mut waiting = interrupt.clone();
+            let deadline = async {
+                match context.deadline {
+                    Some(deadline) => tokio::time::sleep(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 outcome = run_cancellable(command, context) => outcome,
+                () = deadline => Err(exit::broker(format!(
+                    "gave up at the --deadline of {}: {}",
+                    crate::amqp::seconds(context.deadline.unwrap_or_default()),
+                    if matches!(command, Command::Install) {
+                        "what was declared stays; run install again to finish"
+                    } else {
+                        "nothing was changed"
+                    }
+                ))),
                 signal = waiting.wait() => Err(exit::interrupted(signal, match command {
                     Command::Install => "what was declared stays; run install again to finish",
                     Command::Probe(_) => "a probe message already sent goes to queue \
