@@ -20,3 +20,4 @@ pub mod target;
 #[cfg(test)]
 mod test_fixtures;
 pub mod topology;
+pub mod versions;

@@ -68,7 +68,7 @@ pub struct ObservedQueue {
     pub online: Vec<String>,
     pub policy: Option<String>,
     pub operator_policy: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "policy_definition")]
     pub effective_policy_definition: Option<Map<String, Value>>,
     pub state: Option<String>,
 }
@@ -154,6 +154,19 @@ fn arguments<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Arguments, D::Err
     Ok(map.into_iter().map(|(k, v)| (k, arg_value(v))).collect())
 }
 
+/// The policy keys in effect on a queue. Brokers say "none" as `{}`, `[]`
+/// (an empty Erlang proplist) or `""`, depending on the version; all three
+/// mean no key.
+fn policy_definition<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Map<String, Value>>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Object(map) => Some(map),
+        Value::Null => None,
+        _ => Some(Map::new()),
+    })
+}
+
 pub fn arg_value(value: Value) -> ArgValue {
     match value {
         Value::Bool(b) => ArgValue::Bool(b),
@@ -166,10 +179,37 @@ pub fn arg_value(value: Value) -> ArgValue {
     }
 }
 
+/// The most queues the management API gives in one page (RabbitMQ refuses
+/// a larger `page_size`, and from 4.0.6 caps unpaginated answers too).
+const QUEUE_PAGE: usize = 500;
+
+#[derive(Deserialize)]
+struct Page<T> {
+    items: Vec<T>,
+    page_count: usize,
+}
+
+/// Every queue of the client's vhost, page by page, so a vhost with
+/// thousands of endpoint queues is read whole: the first page says how many
+/// pages there are, the rest are read at once.
+pub async fn queues<T: serde::de::DeserializeOwned>(management: &Management) -> Result<Vec<T>> {
+    let page = |number: usize| {
+        management.get::<Page<T>>(format!(
+            "{}?page={number}&page_size={QUEUE_PAGE}&sort=name",
+            management.vhost_path("queues")
+        ))
+    };
+    let first = page(1).await?;
+    let rest = futures::future::try_join_all((2..=first.page_count).map(page)).await?;
+    let mut items = first.items;
+    items.extend(rest.into_iter().flat_map(|p| p.items));
+    Ok(items)
+}
+
 /// Reads the client's vhost at the given depth.
 pub async fn observe(management: &Management, depth: Depth) -> Result<Observed> {
     let exchanges = management.get::<Vec<ObservedExchange>>(management.vhost_path("exchanges"));
-    let queues = management.get::<Vec<ObservedQueue>>(management.vhost_path("queues"));
+    let queues = queues::<ObservedQueue>(management);
     let bindings = management.get::<Vec<ObservedBinding>>(management.vhost_path("bindings"));
     let (exchanges, queues, bindings, extra) = match depth {
         Depth::Definitions => {
@@ -267,6 +307,18 @@ mod tests {
         .unwrap();
         assert_eq!(queue.messages, None);
         assert_eq!(queue.held_messages(), 0);
+    }
+
+    #[test]
+    fn an_empty_policy_definition_decodes_in_every_versions_spelling() {
+        for empty in [json!({}), json!([]), json!("")] {
+            let queue: ObservedQueue = serde_json::from_value(json!({
+                "name": "q", "durable": true, "auto_delete": false, "arguments": {},
+                "effective_policy_definition": empty
+            }))
+            .unwrap();
+            assert_eq!(queue.effective_policy_definition, Some(Map::new()));
+        }
     }
 
     #[test]

@@ -351,15 +351,19 @@ impl Topology {
         let mut addresses: BTreeMap<&str, usize> = BTreeMap::new();
         for (index, endpoint) in self.endpoints.iter().enumerate() {
             let address = endpoint.address.as_str();
-            if address.len() + 2 > MAX_NAME_BYTES {
+            // A delayed message's routing key is one bit and a dot per level,
+            // then the address; the broker refuses a longer one only at publish.
+            let room = MAX_NAME_BYTES - 2 * usize::from(cascade.levels.0);
+            if address.len() > room {
                 return Err((
                     "address",
                     Some(address.to_string()),
                     format!(
-                        "endpoints[{index}]: address is {} bytes long; its binding key `#.<address>` \
-                         must fit in {MAX_NAME_BYTES} bytes, so at most {} are allowed",
+                        "endpoints[{index}]: address is {} bytes long; a delayed message's routing \
+                         key (2 × {} levels + the address) must fit in {MAX_NAME_BYTES} bytes, so at \
+                         most {room} are allowed",
                         address.len(),
-                        MAX_NAME_BYTES - 2
+                        cascade.levels.0,
                     ),
                 ));
             }
@@ -521,14 +525,24 @@ mod tests {
     }
 
     #[test]
-    fn an_address_must_leave_room_for_its_binding_key() {
-        let long = "a".repeat(254);
+    fn an_address_must_leave_room_for_the_delayed_routing_key() {
+        // 28 levels take 56 bytes of the 255.
+        let long = "a".repeat(200);
         let e = error(&format!("endpoints:\n  - address: {long}\n"));
         assert!(
-            e.starts_with("t.yaml:2:5: endpoints[0]: address is 254 bytes long"),
+            e.starts_with("t.yaml:2:5: endpoints[0]: address is 200 bytes long"),
             "{e}"
         );
-        assert!(parse(&format!("endpoints:\n  - address: {}\n", "a".repeat(253))).is_ok());
+        assert!(e.contains("at most 199"), "{e}");
+        assert!(parse(&format!("endpoints:\n  - address: {}\n", "a".repeat(199))).is_ok());
+        let one_level = |length: usize| {
+            format!(
+                "cascade:\n  levels: 1\nendpoints:\n  - address: {}\n",
+                "a".repeat(length)
+            )
+        };
+        assert!(parse(&one_level(253)).is_ok());
+        assert!(error(&one_level(254)).contains("at most 253"));
     }
 
     #[test]

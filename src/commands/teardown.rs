@@ -251,10 +251,7 @@ impl Looks<'_> {
             .collect();
         let statistics = async {
             match self.management {
-                Some(m) => m
-                    .get::<Vec<ObservedQueue>>(m.vhost_path("queues"))
-                    .await
-                    .map(Some),
+                Some(m) => crate::observe::queues::<ObservedQueue>(m).await.map(Some),
                 None => Ok(None),
             }
         };

@@ -20,7 +20,7 @@ use crate::exit;
 use crate::findings_view::{self, colour_wanted, Counts, VhostHealth};
 use crate::health::{self, Queues};
 use crate::mgmt::Management;
-use crate::observe::{observe, Depth, ObservedQueue};
+use crate::observe::{self, observe, Depth, ObservedQueue};
 use crate::report::Outcome;
 use crate::target::Target;
 
@@ -61,7 +61,7 @@ async fn verify_vhost(
     let mut queues = observed.queues.clone();
     if !health::backlogged_levels(desired, &queues).is_empty() {
         tokio::time::sleep(SECOND_LOOK).await;
-        let again: Vec<ObservedQueue> = management.get(management.vhost_path("queues")).await?;
+        let again: Vec<ObservedQueue> = observe::queues(&management).await?;
         let again: Queues = again.into_iter().map(|q| (q.name.clone(), q)).collect();
         let jams = health::jam_findings(desired, &queues, &again, &findings);
         findings.extend(jams);

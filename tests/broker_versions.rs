@@ -1,0 +1,101 @@
+//! What differs between the RabbitMQ versions in the test matrix, as the
+//! tool must see it: known defects by version, the 4.x feature flags, the
+//! paginated queue list of large vhosts.
+
+mod support;
+
+use delaytopo::diff::Severity;
+use serde_json::{json, Value};
+use support::*;
+
+const SALES: &str = "endpoints:\n  - address: zz-Sales\n";
+
+fn verify_json(vhost: &TestVhost) -> (i32, Value) {
+    let output = vhost
+        .delaytopo()
+        .args(["-o", "json", "verify"])
+        .output()
+        .unwrap();
+    (output.status.code().unwrap(), stdout_json(&output))
+}
+
+fn kinds(document: &Value) -> Vec<(String, String)> {
+    document["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["kind"].as_str().unwrap().to_string(),
+                f["severity"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn verify_names_the_brokers_known_defects_and_never_unknown_4x_flags() {
+    let vhost = TestVhost::new("versions-defects");
+    vhost.declare_queue("zz-Sales", json!({}));
+    let desired = vhost.import_cascade(SALES);
+    let (code, document) = verify_json(&vhost);
+    assert_eq!(code, 0, "warnings alone do not fail verify: {document:#}");
+    let expected: Vec<(String, String)> = delaytopo::versions::findings(&desired, broker_version())
+        .iter()
+        .map(|f| {
+            let severity = match f.severity {
+                Severity::Warning => "warning",
+                Severity::Info => "info",
+                Severity::Error => "error",
+            };
+            (f.kind.clone(), severity.to_string())
+        })
+        .collect();
+    let found = kinds(&document);
+    for finding in &expected {
+        assert!(found.contains(finding), "{finding:?} missing in {found:?}");
+    }
+    // 3.10.8 and 4.0.5 predate every fix in the table and are past support.
+    if broker_version().starts_with("3.10") || broker_version().starts_with("4.0") {
+        assert_eq!(
+            found.iter().filter(|(k, _)| k == "broker_defect").count(),
+            3
+        );
+    }
+    assert!(
+        !found
+            .iter()
+            .any(|(k, _)| k == "feature_flag" || k == "unchecked"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn verify_reads_a_vhost_of_more_than_500_queues_whole() {
+    let vhost = TestVhost::new("versions-500");
+    // The endpoint sorts after 520 other queues and the 28 levels: it is on
+    // the second page of 500. One definitions import declares them all.
+    let fillers: Vec<Value> = (0..520)
+        .map(|i| {
+            json!({"name": format!("endpoint-{i:03}"), "vhost": vhost.name, "durable": true,
+                   "auto_delete": false, "arguments": {}})
+        })
+        .collect();
+    api(
+        reqwest::Method::POST,
+        &format!("definitions/{}", encode(&vhost.name)),
+        Some(json!({"queues": fillers})),
+    );
+    vhost.declare_queue("zz-Sales", json!({}));
+    vhost.import_cascade(SALES);
+    let (code, document) = verify_json(&vhost);
+    assert_eq!(code, 0, "{document:#}");
+    assert!(
+        !kinds(&document)
+            .iter()
+            .any(|(kind, _)| kind.starts_with("endpoint")),
+        "{document:#}"
+    );
+    // Eight requests, one of them the first page of queues, plus the second page.
+    assert_eq!(document["http_requests"], 9);
+}
