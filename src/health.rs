@@ -14,6 +14,7 @@ use crate::diff::{Finding, Severity, Structure};
 use crate::observe::{arg_value, BrokerInfo, Observed, ObservedQueue, Policy};
 use crate::topology::{ArgValue, QueueType};
 use crate::versions;
+use crate::{capacity, deprecations};
 
 /// One level queue as verify reports it (JSON `levels`, the text table's rows).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +59,17 @@ pub fn findings(desired: &Desired, observed: &Observed, structure: &Structure) -
     if let Some(broker) = &observed.broker {
         found.extend(broker_findings(desired, broker));
         found.extend(versions::findings(desired, &broker.rabbitmq_version));
+        found.extend(deprecations::findings(
+            desired,
+            &observed.queues,
+            broker.deprecated_used.as_deref(),
+        ));
+        // Room for one more cascade on each node.
+        found.extend(capacity::headroom_findings(
+            &broker.nodes,
+            desired.levels,
+            capacity::Needs::default(),
+        ));
         found.extend(quorum_findings(
             desired,
             &observed.queues,
@@ -858,6 +870,8 @@ mod tests {
             statistics_disabled: true,
             cluster_nodes: 1,
             unreadable: vec![],
+            nodes: vec![],
+            deprecated_used: None,
         };
         let found = broker_findings(&d, &broker);
         let kinds: Vec<(&str, Severity)> = found

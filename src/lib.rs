@@ -3,10 +3,12 @@
 
 pub mod amqp;
 pub mod apply;
+pub mod capacity;
 pub mod cascade;
 pub mod cli;
 pub mod commands;
 pub mod context;
+pub mod deprecations;
 pub mod diff;
 pub mod exit;
 pub mod findings_view;

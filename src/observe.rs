@@ -11,7 +11,9 @@ use anyhow::Result;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::capacity::{NodeResources, VhostLimits};
 use crate::cascade::{Arguments, DestinationKind};
+use crate::deprecations::DeprecatedFeature;
 use crate::mgmt::Management;
 use crate::topology::ArgValue;
 
@@ -115,6 +117,10 @@ pub struct BrokerInfo {
     /// The API paths the user was refused (`feature-flags` needs the
     /// administrator tag, `nodes` monitoring): what they tell was not checked.
     pub unreadable: Vec<&'static str>,
+    /// Each node's file handles and sockets, when `/api/nodes` was readable.
+    pub nodes: Vec<NodeResources>,
+    /// What the broker reports in use; `None` before 3.13 (no such endpoint).
+    pub deprecated_used: Option<Vec<DeprecatedFeature>>,
 }
 
 #[derive(Deserialize)]
@@ -128,12 +134,6 @@ struct Overview {
 struct FeatureFlag {
     name: String,
     state: String,
-}
-
-#[derive(Deserialize)]
-struct Node {
-    #[allow(dead_code)]
-    name: String,
 }
 
 impl<'de> Deserialize<'de> for DestinationKind {
@@ -206,6 +206,50 @@ pub async fn queues<T: serde::de::DeserializeOwned>(management: &Management) -> 
     Ok(items)
 }
 
+/// What plan and install check before creating anything: the vhost's
+/// limits, its open connections (read only when limited), the nodes' headroom.
+#[derive(Debug, Clone, Default)]
+pub struct Capacity {
+    pub limits: VhostLimits,
+    pub connections: usize,
+    pub nodes: Vec<NodeResources>,
+}
+
+#[derive(Deserialize)]
+struct LimitsEntry {
+    value: VhostLimits,
+}
+
+/// Reads the vhost's limits and the nodes' resources; what the user may not
+/// read counts as unlimited (install's own declares are then the check).
+pub async fn capacity(management: &Management) -> Result<Capacity> {
+    let limits_path = management.vhost_path("vhost-limits");
+    let limits = management.get_if_permitted::<Vec<LimitsEntry>>(&limits_path);
+    let nodes = management.get_if_permitted::<Vec<NodeResources>>("nodes");
+    let (limits, nodes) = futures::try_join!(limits, nodes)?;
+    let limits = limits
+        .and_then(|entries| entries.into_iter().next())
+        .map(|entry| entry.value)
+        .unwrap_or_default();
+    let connections = if limits.max_connections.is_some_and(|max| max >= 0) {
+        let path = format!(
+            "vhosts/{}/connections?columns=name",
+            crate::target::encode_vhost(management.vhost())
+        );
+        management
+            .get_if_permitted::<Vec<Value>>(&path)
+            .await?
+            .map_or(0, |c| c.len())
+    } else {
+        0
+    };
+    Ok(Capacity {
+        limits,
+        connections,
+        nodes: nodes.unwrap_or_default(),
+    })
+}
+
 /// Reads the client's vhost at the given depth.
 pub async fn observe(management: &Management, depth: Depth) -> Result<Observed> {
     let exchanges = management.get::<Vec<ObservedExchange>>(management.vhost_path("exchanges"));
@@ -222,8 +266,10 @@ pub async fn observe(management: &Management, depth: Depth) -> Result<Observed> 
                 management.get::<Vec<Policy>>(management.vhost_path("operator-policies"));
             let overview = management.get::<Overview>("overview");
             let flags = management.get_if_permitted::<Vec<FeatureFlag>>("feature-flags");
-            let nodes = management.get_if_permitted::<Vec<Node>>("nodes");
-            let (e, q, b, p, op, o, f, n) = futures::try_join!(
+            let nodes = management.get_if_permitted::<Vec<NodeResources>>("nodes");
+            let deprecated =
+                management.get_if_permitted::<Vec<DeprecatedFeature>>("deprecated-features/used");
+            let (e, q, b, p, op, o, f, n, d) = futures::try_join!(
                 exchanges,
                 queues,
                 bindings,
@@ -231,14 +277,15 @@ pub async fn observe(management: &Management, depth: Depth) -> Result<Observed> 
                 operator_policies,
                 overview,
                 flags,
-                nodes
+                nodes,
+                deprecated
             )?;
             let unreadable = [("feature-flags", f.is_none()), ("nodes", n.is_none())]
                 .into_iter()
                 .filter_map(|(path, refused)| refused.then_some(path))
                 .collect();
             // Without /api/nodes, the nodes the queues have members on.
-            let cluster_nodes = n.map_or_else(
+            let cluster_nodes = n.as_ref().map_or_else(
                 || {
                     q.iter()
                         .flat_map(|q| &q.members)
@@ -257,6 +304,8 @@ pub async fn observe(management: &Management, depth: Depth) -> Result<Observed> 
                 statistics_disabled: o.disable_stats,
                 cluster_nodes,
                 unreadable,
+                nodes: n.unwrap_or_default(),
+                deprecated_used: d,
             };
             (e, q, b, Some((p, op, broker)))
         }

@@ -74,6 +74,8 @@ pub fn installed(d: &Desired) -> Observed {
         statistics_disabled: false,
         cluster_nodes: 1,
         unreadable: vec![],
+        nodes: vec![],
+        deprecated_used: None,
     });
     observed
 }

@@ -96,6 +96,43 @@ fn verify_reads_a_vhost_of_more_than_500_queues_whole() {
             .any(|(kind, _)| kind.starts_with("endpoint")),
         "{document:#}"
     );
-    // Eight requests, one of them the first page of queues, plus the second page.
-    assert_eq!(document["http_requests"], 9);
+    // Nine requests, one of them the first page of queues, plus the second page.
+    assert_eq!(document["http_requests"], 10);
+}
+
+#[test]
+fn verify_names_a_transient_endpoint_queue_that_4_3_denies() {
+    let vhost = TestVhost::new("versions-transient");
+    api(
+        reqwest::Method::PUT,
+        &format!("queues/{}/zz-Sales", encode(&vhost.name)),
+        Some(json!({"durable": false, "auto_delete": false, "arguments": {}})),
+    );
+    vhost.import_cascade(SALES);
+    let (code, document) = verify_json(&vhost);
+    assert_eq!(code, 0, "a warning: {document:#}");
+    let found = &document["findings"];
+    let deprecated = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "deprecated_feature")
+        .unwrap_or_else(|| panic!("{found:#}"));
+    assert_eq!(
+        deprecated["entity"],
+        "deprecated feature transient_nonexcl_queues"
+    );
+    assert!(
+        deprecated["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("zz-Sales uses transient"),
+        "{deprecated}"
+    );
+    // 3.13 and later also say so themselves (3.10 has no such endpoint).
+    let reported =
+        kinds(&document).contains(&("deprecated_features_used".to_string(), "info".to_string()));
+    let has_endpoint = delaytopo::versions::Version::parse(broker_version())
+        .is_some_and(|v| v.series() >= (3, 13));
+    assert_eq!(reported, has_endpoint, "{found:#}");
 }

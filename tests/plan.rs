@@ -34,7 +34,7 @@ fn a_fresh_vhost_plans_113_creations() {
         .iter()
         .any(|c| c["entity"] == "queue nsb.v2.delay-level-00"));
     assert_eq!(document["teardown"]["queues"], json!([]));
-    assert_eq!(document["http_requests"], 3);
+    assert_eq!(document["http_requests"], 5);
     let text = vhost.delaytopo().arg("plan").output().unwrap();
     assert_eq!(text.status.code(), Some(1));
     let text = String::from_utf8(text.stdout).unwrap();
