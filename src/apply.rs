@@ -98,6 +98,18 @@ impl Operation {
         }
     }
 
+    /// The broker's words for a refusal, plus what changed in 4.3 when a
+    /// passive declare is refused: it needs the configure permission there.
+    fn refusal_text(&self, code: u16, text: String) -> String {
+        match self {
+            Operation::InspectQueue(_) | Operation::InspectExchange(_) if code == 403 => format!(
+                "{text} (from RabbitMQ 4.3 a passive declare needs the configure permission \
+                 on the name)"
+            ),
+            _ => text,
+        }
+    }
+
     async fn run(&self, channel: &Channel) -> Result<Option<u32>, Failure> {
         match self {
             Operation::DeclareExchange(e) => {
@@ -461,7 +473,7 @@ async fn run_lane(
                         channel_closed = true;
                         OpResult::Refused {
                             code: Some(code),
-                            text: amqp::describe(target, &error),
+                            text: ops[index].refusal_text(code, amqp::describe(target, &error)),
                         }
                     }
                     None => {
@@ -498,6 +510,19 @@ fn no_answer(target: &Target, timeout: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_passive_declare_names_the_configure_permission() {
+        let inspect = Operation::InspectQueue("q".into());
+        let text = inspect.refusal_text(403, "ACCESS_REFUSED".into());
+        assert!(text.contains("needs the configure permission"), "{text}");
+        assert_eq!(inspect.refusal_text(404, "NOT_FOUND".into()), "NOT_FOUND");
+        let delete = Operation::DeleteQueue("q".into());
+        assert_eq!(
+            delete.refusal_text(403, "ACCESS_REFUSED".into()),
+            "ACCESS_REFUSED"
+        );
+    }
 
     #[test]
     fn arguments_keep_their_amqp_types() {
