@@ -136,3 +136,33 @@ fn verify_names_a_transient_endpoint_queue_that_4_3_denies() {
         .is_some_and(|v| v.series() >= (3, 13));
     assert_eq!(reported, has_endpoint, "{found:#}");
 }
+
+#[test]
+fn a_queue_declared_without_a_type_is_recorded_as_classic_on_4x() {
+    let test = "a_queue_declared_without_a_type_is_recorded_as_classic_on_4x";
+    if !runs_on("4.", test) {
+        return;
+    }
+    let vhost = TestVhost::new("versions-untyped");
+    vhost.declare_queue("Sales", json!({}));
+    assert_eq!(
+        vhost.queue_info("Sales")["arguments"],
+        json!({"x-queue-type": "classic"})
+    );
+}
+
+#[test]
+fn the_deprecated_features_endpoint_is_absent_on_3_10() {
+    let test = "the_deprecated_features_endpoint_is_absent_on_3_10";
+    if !runs_on("3.10", test) {
+        return;
+    }
+    let status = http()
+        .get(format!("{}/api/deprecated-features/used", management()))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .unwrap()
+        .status();
+    // verify takes the 404 as "nothing reported", not as a failure.
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND);
+}
