@@ -16,9 +16,10 @@ use crate::target::{scrub, Target};
 pub async fn connect(target: &Target) -> Result<Connection> {
     let properties = ConnectionProperties::default()
         .with_connection_name(format!("delaytopo {}", env!("CARGO_PKG_VERSION")).into());
-    let attempt = Connection::connect_with_runtime(
+    let attempt = Connection::connect_with_config(
         target.amqp_uri(),
         properties,
+        tls_config(target),
         lapin::runtime::default_runtime().map_err(|e| broker(format!("no async runtime: {e}")))?,
     );
     match tokio::time::timeout(target.timeout, attempt).await {
@@ -35,6 +36,12 @@ pub async fn connect(target: &Target) -> Result<Connection> {
             target.vhost
         ))),
     }
+}
+
+/// The TLS settings of every AMQP connection to `target`: lapin's and the
+/// broker identity check's, so both reach the broker the same way.
+pub fn tls_config(_target: &Target) -> lapin::tcp::OwnedTLSConfig {
+    lapin::tcp::OwnedTLSConfig::default()
 }
 
 /// Runs one broker operation with the target's timeout; `what` names it in errors.

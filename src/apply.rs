@@ -377,10 +377,22 @@ impl Session {
 
     /// Runs one phase; see [`apply`].
     pub async fn apply(&mut self, ops: &[Operation], progress: &ProgressBar) -> Vec<OpResult> {
+        let lanes = self.channels.len();
+        self.apply_on_lanes(ops, lanes, progress).await
+    }
+
+    /// Runs one phase on the first `lanes` channels only (1: in order).
+    pub async fn apply_on_lanes(
+        &mut self,
+        ops: &[Operation],
+        lanes: usize,
+        progress: &ProgressBar,
+    ) -> Vec<OpResult> {
+        let lanes = lanes.clamp(1, self.channels.len());
         run_phase(
             &self.connection,
             &self.target,
-            &mut self.channels,
+            &mut self.channels[..lanes],
             ops,
             progress,
         )

@@ -129,6 +129,16 @@ pub fn level_binding_key(levels: u8, level: u8, bit: u8) -> String {
     format!("{}{bit}.#", "*.".repeat(usize::from(levels - 1 - level)))
 }
 
+/// Probe messages are sent to `delaytopo.probe.<16 hex digits>`.
+pub const PROBE_ADDRESS_PREFIX: &str = "delaytopo.probe.";
+/// The queue that drops every probe message its probe no longer waits for.
+pub const PROBE_SINK_QUEUE: &str = "delaytopo.probe.sink";
+
+/// The probe sink's binding key on the delivery exchange: every probe address.
+pub fn probe_sink_binding_key() -> String {
+    format!("#.{PROBE_ADDRESS_PREFIX}#")
+}
+
 /// The delivery exchange's binding key for an endpoint: `#.` + address.
 pub fn endpoint_binding_key(address: &str) -> String {
     format!("#.{address}")

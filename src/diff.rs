@@ -289,6 +289,9 @@ pub fn structure<'a>(desired: &'a Desired, observed: &Observed) -> Structure<'a>
         if !touches_cascade {
             continue;
         }
+        if is_probe_sink_binding(desired, found) {
+            continue;
+        }
         if is_endpoint_binding(desired, found) {
             result.unlisted_endpoints.push(found.clone());
             continue;
@@ -342,10 +345,24 @@ pub fn structure<'a>(desired: &'a Desired, observed: &Observed) -> Structure<'a>
 }
 
 /// A delivery-exchange binding of the endpoint shape: `#.X` to queue or exchange X.
+/// The probe's permanent sink (`commands::probe`): part of delaytopo's own
+/// equipment, neither a stray nor an endpoint.
+fn is_probe_sink_binding(desired: &Desired, binding: &ObservedBinding) -> bool {
+    binding.source == desired.delivery_exchange
+        && binding.destination == crate::cascade::PROBE_SINK_QUEUE
+        && binding.destination_type == DestinationKind::Queue
+        && binding.routing_key == crate::cascade::probe_sink_binding_key()
+        && binding.arguments.is_empty()
+}
+
+/// An endpoint's own `#.<address>` binding to its queue or exchange. A
+/// wildcard "address" (`#.#`, `#.*`) matches other endpoints' messages: that
+/// one is a stray, whatever its shape.
 fn is_endpoint_binding(desired: &Desired, binding: &ObservedBinding) -> bool {
     binding.source == desired.delivery_exchange
         && binding.arguments.is_empty()
         && binding.routing_key.strip_prefix("#.") == Some(binding.destination.as_str())
+        && crate::topology::address_problem(&binding.destination).is_none()
         && !desired.owns_exchange(&binding.destination)
         && !desired.owns_queue(&binding.destination)
 }
@@ -455,6 +472,39 @@ mod tests {
             arguments: Arguments::new(),
         });
         assert_eq!(structure(&d, &observed).strays.len(), 1);
+    }
+
+    #[test]
+    fn the_probe_sink_binding_is_neither_stray_nor_endpoint() {
+        let d = desired("");
+        let mut o = installed(&d);
+        o.bindings.push(ObservedBinding {
+            source: d.delivery_exchange.clone(),
+            destination: crate::cascade::PROBE_SINK_QUEUE.to_string(),
+            destination_type: DestinationKind::Queue,
+            routing_key: crate::cascade::probe_sink_binding_key(),
+            arguments: Arguments::new(),
+        });
+        let s = structure(&d, &o);
+        assert!(s.strays.is_empty() && s.unlisted_endpoints.is_empty());
+    }
+
+    #[test]
+    fn a_wildcard_endpoint_binding_found_on_the_broker_is_a_stray() {
+        let d = desired("");
+        let mut o = installed(&d);
+        for wildcard in ["#", "*"] {
+            o.bindings.push(ObservedBinding {
+                source: d.delivery_exchange.clone(),
+                destination: wildcard.to_string(),
+                destination_type: DestinationKind::Queue,
+                routing_key: format!("#.{wildcard}"),
+                arguments: Arguments::new(),
+            });
+        }
+        let s = structure(&d, &o);
+        assert_eq!(s.strays.len(), 2);
+        assert!(s.unlisted_endpoints.is_empty());
     }
 
     #[test]

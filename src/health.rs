@@ -16,6 +16,9 @@ use crate::topology::{ArgValue, QueueType};
 use crate::versions;
 use crate::{capacity, deprecations};
 
+mod jams;
+pub use jams::{backlogged_levels, history_query, jam_findings};
+
 /// One level queue as verify reports it (JSON `levels`, the text table's rows).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LevelState {
@@ -579,80 +582,6 @@ pub fn information(desired: &Desired, queues: &Queues, structure: &Structure) ->
     found
 }
 
-/// Levels whose dead-letter backlog is above 0: a jam, if it is still there later.
-pub fn backlogged_levels(desired: &Desired, queues: &Queues) -> Vec<u8> {
-    desired
-        .queues
-        .iter()
-        .filter(|q| {
-            queues
-                .get(&q.name)
-                .is_some_and(|found| found.messages_dlx.unwrap_or(0) > 0)
-        })
-        .map(|q| q.level)
-        .collect()
-}
-
-/// Levels whose dead-letter backlog was above 0 at the first look and still
-/// is at the second: their messages cannot be passed on, and they block the
-/// level (SPEC §1). `known` (the other findings) names the likely cause.
-pub fn jam_findings(
-    desired: &Desired,
-    first: &Queues,
-    again: &Queues,
-    known: &[Finding],
-) -> Vec<Finding> {
-    let still = backlogged_levels(desired, again);
-    backlogged_levels(desired, first)
-        .into_iter()
-        .filter(|level| still.contains(level))
-        .map(|level| {
-            let name = desired.level_name(level);
-            let before = first[name].messages_dlx.unwrap_or(0);
-            let now = again[name].messages_dlx.unwrap_or(0);
-            finding(
-                Severity::Error,
-                format!("queue {name}"),
-                "jammed",
-                ("messages_dlx=0".into(), format!("messages_dlx={now}")),
-                format!(
-                    "level {level:02} is jammed: its dead-letter backlog of {now} message{} \
-                     ({before} a moment before) cannot be passed on and is retried forever, \
-                     holding up the delayed messages behind it; AMQP counts do not show it. \
-                     Likely cause: {}",
-                    if now == 1 { "" } else { "s" },
-                    jam_cause(desired, level, known)
-                ),
-                Some(level),
-            )
-        })
-        .collect()
-}
-
-/// The defects on the way from `level` down to the endpoints.
-fn jam_cause(desired: &Desired, level: u8, known: &[Finding]) -> String {
-    let own_queue = format!("queue {}", desired.level_name(level));
-    let below: Vec<&str> = known
-        .iter()
-        .filter(|f| f.severity == Severity::Error && f.kind != "stray_binding")
-        .filter(|f| match f.level {
-            Some(l) => l < level || f.entity == own_queue,
-            None => true,
-        })
-        .map(|f| f.message.as_str())
-        .collect();
-    if below.is_empty() {
-        format!(
-            "nothing on the way down is missing, so a message is probably addressed to an \
-             endpoint that no binding on {} matches (`#.<address>`), or a lower level refuses \
-             it; bind that endpoint and the level drains",
-            desired.delivery_exchange
-        )
-    } else {
-        below.join("; ")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -995,59 +924,5 @@ mod tests {
             info[0].message,
             "level 04 holds 3 delayed messages (3 ready, 0 dead-lettering)"
         );
-    }
-
-    #[test]
-    fn a_backlog_that_stays_is_a_jam_with_the_missing_endpoint_as_cause() {
-        let d = desired("endpoints:\n  - address: Sales\n");
-        let mut observed = installed(&d);
-        observed
-            .queues
-            .get_mut("nsb.v2.delay-level-00")
-            .unwrap()
-            .messages_dlx = Some(2);
-        observed
-            .queues
-            .get_mut("nsb.v2.delay-level-07")
-            .unwrap()
-            .messages_dlx = Some(1);
-        let s = structure(&d, &observed);
-        let known = s.findings();
-        let mut again = observed.queues.clone();
-        again.get_mut("nsb.v2.delay-level-07").unwrap().messages_dlx = Some(0);
-        let jams = jam_findings(&d, &observed.queues, &again, &known);
-        assert_eq!(jams.len(), 1);
-        assert_eq!(jams[0].entity, "queue nsb.v2.delay-level-00");
-        assert_eq!(jams[0].kind, "jammed");
-        assert!(
-            jams[0]
-                .message
-                .contains("endpoint queue Sales does not exist"),
-            "{}",
-            jams[0].message
-        );
-    }
-
-    #[test]
-    fn a_jam_without_a_visible_defect_points_at_an_unbound_address() {
-        let d = desired("");
-        let mut observed = installed(&d);
-        observed
-            .queues
-            .get_mut("nsb.v2.delay-level-02")
-            .unwrap()
-            .messages_dlx = Some(1);
-        // A defect above the jammed level is not its cause.
-        observed
-            .queues
-            .get_mut("nsb.v2.delay-level-09")
-            .unwrap()
-            .arguments
-            .insert("x-message-ttl".into(), ArgValue::Int(1));
-        let known = structure(&d, &observed).findings();
-        let jams = jam_findings(&d, &observed.queues, &observed.queues, &known);
-        assert!(jams[0]
-            .message
-            .contains("no binding on nsb.v2.delay-delivery matches"));
     }
 }

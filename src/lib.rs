@@ -3,6 +3,7 @@
 
 pub mod amqp;
 pub mod apply;
+pub mod broker_identity;
 pub mod capacity;
 pub mod cascade;
 pub mod cli;

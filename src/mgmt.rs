@@ -8,6 +8,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use tokio::sync::OnceCell;
+
 use anyhow::Result;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -20,6 +22,7 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::amqp::seconds;
+use crate::broker_identity;
 use crate::exit::broker;
 use crate::target::{encode_vhost, scrub, Target};
 
@@ -28,6 +31,29 @@ pub struct Management {
     http: Transport,
     target: Target,
     requests: Arc<AtomicUsize>,
+    /// Whether this API belongs to the AMQP URL's broker: checked once, by
+    /// the first requests, alongside them (see `broker_identity`).
+    same_broker: Arc<OnceCell<Result<(), Unproven>>>,
+}
+
+#[derive(Clone)]
+enum Unproven {
+    ManagementFailed(String),
+    NotSameBroker(String),
+}
+
+/// Marks an error of the same-broker proof: the management API answered, but
+/// cannot be trusted for the AMQP URL's broker (or AMQP could not be reached
+/// to tell), so no command may fall back to AMQP-only work on it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotProvenSameBroker(String);
+
+impl NotProvenSameBroker {
+    /// Whether `error` (anywhere in its chain) is a failed same-broker proof.
+    pub fn is(error: &anyhow::Error) -> bool {
+        error.chain().any(|cause| cause.is::<NotProvenSameBroker>())
+    }
 }
 
 impl Management {
@@ -36,6 +62,7 @@ impl Management {
             http: shared_transport(target)?,
             target: target.clone(),
             requests: Arc::new(AtomicUsize::new(0)),
+            same_broker: Arc::new(OnceCell::new()),
         })
     }
 
@@ -101,8 +128,53 @@ impl Management {
         self.checked(path, answer)
     }
 
-    /// Sends a request and reads the whole answer, whatever its status.
+    /// Sends a request and reads the whole answer, whatever its status;
+    /// the answer counts only once this API is proven to be the AMQP
+    /// broker's. The first requests wait for the proof in parallel.
     async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer> {
+        let (proven, answer) = tokio::join!(
+            self.proven_same_broker(),
+            self.unproven_request(method, path, body)
+        );
+        proven?;
+        answer
+    }
+
+    async fn proven_same_broker(&self) -> Result<()> {
+        let outcome = self
+            .same_broker
+            .get_or_init(|| async {
+                let (over_amqp, overview) = tokio::join!(
+                    broker_identity::over_amqp(&self.target),
+                    self.unproven_request(Method::GET, "overview", None)
+                );
+                // The management API failing is its own error (install then
+                // works over AMQP alone); a proof that fails is not.
+                let over_http = overview
+                    .and_then(|answer| self.checked("overview", answer))
+                    .and_then(|answer| self.decode::<serde_json::Value>("overview", &answer))
+                    .map_err(|e| Unproven::ManagementFailed(format!("{e:#}")))?;
+                let over_http = broker_identity::from_overview(&over_http);
+                over_amqp
+                    .and_then(|over_amqp| {
+                        broker_identity::ensure_same(&self.target, &over_amqp, &over_http)
+                    })
+                    .map_err(|e| Unproven::NotSameBroker(format!("{e:#}")))
+            })
+            .await;
+        match outcome.clone() {
+            Ok(()) => Ok(()),
+            Err(Unproven::ManagementFailed(reason)) => Err(broker(reason)),
+            Err(Unproven::NotSameBroker(reason)) => Err(NotProvenSameBroker(reason).into()),
+        }
+    }
+
+    async fn unproven_request(
         &self,
         method: Method,
         path: &str,

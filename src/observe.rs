@@ -73,6 +73,23 @@ pub struct ObservedQueue {
     #[serde(default, deserialize_with = "policy_definition")]
     pub effective_policy_definition: Option<Map<String, Value>>,
     pub state: Option<String>,
+    /// With `?lengths_age=…&lengths_incr=…`: `messages` over recent seconds.
+    #[serde(default)]
+    pub messages_details: Option<LengthHistory>,
+}
+
+/// A queue length's recent history, newest sample first.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct LengthHistory {
+    #[serde(default)]
+    pub samples: Vec<LengthSample>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LengthSample {
+    pub sample: u64,
+    /// Milliseconds since the epoch.
+    pub timestamp: u64,
 }
 
 impl ObservedQueue {
@@ -191,11 +208,20 @@ struct Page<T> {
 
 /// Every queue of the client's vhost, page by page, so a vhost with
 /// thousands of endpoint queues is read whole: the first page says how many
-/// pages there are, the rest are read at once.
-pub async fn queues<T: serde::de::DeserializeOwned>(management: &Management) -> Result<Vec<T>> {
+/// pages there are, the rest are read at once. `query`: more parameters
+/// (`a=1&b=2`), or "".
+pub async fn queues<T: serde::de::DeserializeOwned>(
+    management: &Management,
+    query: &str,
+) -> Result<Vec<T>> {
+    let more = if query.is_empty() {
+        String::new()
+    } else {
+        format!("&{query}")
+    };
     let page = |number: usize| {
         management.get::<Page<T>>(format!(
-            "{}?page={number}&page_size={QUEUE_PAGE}&sort=name",
+            "{}?page={number}&page_size={QUEUE_PAGE}&sort=name{more}",
             management.vhost_path("queues")
         ))
     };
@@ -253,7 +279,7 @@ pub async fn capacity(management: &Management) -> Result<Capacity> {
 /// Reads the client's vhost at the given depth.
 pub async fn observe(management: &Management, depth: Depth) -> Result<Observed> {
     let exchanges = management.get::<Vec<ObservedExchange>>(management.vhost_path("exchanges"));
-    let queues = queues::<ObservedQueue>(management);
+    let queues = queues::<ObservedQueue>(management, "");
     let bindings = management.get::<Vec<ObservedBinding>>(management.vhost_path("bindings"));
     let (exchanges, queues, bindings, extra) = match depth {
         Depth::Definitions => {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use url::Url;
 
 use crate::exit::bad_input;
-use crate::topology::Topology;
+use crate::topology::{vhost_problem, Topology, MAX_VHOSTS};
 
 const MANAGEMENT_PORT: u16 = 15672;
 
@@ -148,17 +148,11 @@ pub fn resolve(topology: &Topology, overrides: &Overrides<'_>) -> anyhow::Result
             management.password().and_then(decode).unwrap_or_default(),
         )
     };
-    let mut management = management;
+    let mut management = api_base(management);
     let _ = management.set_username("");
     let _ = management.set_password(None);
 
-    if !(overrides.timeout_seconds.is_finite() && overrides.timeout_seconds > 0.0) {
-        return Err(bad_input(format!(
-            "--timeout: must be a positive number of seconds, got {}",
-            overrides.timeout_seconds
-        )));
-    }
-    let timeout = Duration::from_secs_f64(overrides.timeout_seconds);
+    let timeout = timeout(overrides.timeout_seconds)?;
 
     let base = Target {
         amqp,
@@ -168,17 +162,66 @@ pub fn resolve(topology: &Topology, overrides: &Overrides<'_>) -> anyhow::Result
         password,
         timeout,
     };
-    let vhosts: Vec<String> = if !overrides.vhosts.is_empty() {
-        overrides.vhosts.to_vec()
+    let (vhosts, origin): (&[String], &str) = if !overrides.vhosts.is_empty() {
+        (overrides.vhosts, "--vhost")
     } else if let Some(vhosts) = &topology.broker.vhosts {
-        vhosts.clone()
+        (vhosts, "broker.vhosts")
     } else {
-        vec![url_vhost]
+        (std::slice::from_ref(&url_vhost), origin)
     };
-    if let Some(empty) = vhosts.iter().position(|v| v.is_empty()) {
-        return Err(bad_input(format!("vhost #{} is empty", empty + 1)));
+    Ok(distinct_vhosts(vhosts, origin)?
+        .into_iter()
+        .map(|v| base.with_vhost(v))
+        .collect())
+}
+
+/// The management API's base, ending in `/` so that `api/...` joins below
+/// it: behind a reverse proxy at `/rabbitmq` the API is `/rabbitmq/api/`.
+/// A URL given with its `api` segment (`…/api/`) means the same base.
+fn api_base(mut url: Url) -> Url {
+    let path = url.path().trim_end_matches('/');
+    let path = path.strip_suffix("/api").unwrap_or(path);
+    let base = format!("{path}/");
+    url.set_path(&base);
+    url
+}
+
+/// The longest `--timeout`: one day (longer is a mistake, not a wish).
+pub const MAX_TIMEOUT_SECONDS: f64 = 86_400.0;
+
+/// The vhosts to act on, each once, in the order first given.
+fn distinct_vhosts<'a>(vhosts: &'a [String], origin: &str) -> anyhow::Result<Vec<&'a String>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut distinct = Vec::new();
+    for (index, vhost) in vhosts.iter().enumerate() {
+        if let Some(problem) = vhost_problem(vhost) {
+            return Err(bad_input(format!(
+                "{origin}: vhost #{}: {problem}",
+                index + 1
+            )));
+        }
+        if seen.insert(vhost.as_str()) {
+            distinct.push(vhost);
+        }
     }
-    Ok(vhosts.iter().map(|v| base.with_vhost(v)).collect())
+    if distinct.len() > MAX_VHOSTS {
+        return Err(bad_input(format!(
+            "{origin}: {} vhosts in one run; at most {MAX_VHOSTS} are taken (split the run)",
+            distinct.len()
+        )));
+    }
+    Ok(distinct)
+}
+
+/// `--timeout` as a duration: positive, finite and at most a day.
+fn timeout(seconds: f64) -> anyhow::Result<Duration> {
+    if !(seconds.is_finite() && seconds > 0.0 && seconds <= MAX_TIMEOUT_SECONDS) {
+        return Err(bad_input(format!(
+            "--timeout: must be a number of seconds above 0 and at most {MAX_TIMEOUT_SECONDS} \
+             (a day), got {seconds}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// The vhost an AMQP URI names: its path without the leading slash,
@@ -254,6 +297,60 @@ mod tests {
         assert_eq!(ts[1].amqp.path(), "/%2F");
         assert_eq!(ts[0].vhost, "a");
         assert_eq!(encode_vhost("sales-eu.v_2~"), "sales-eu%2Ev_2~");
+    }
+
+    #[test]
+    fn repeated_vhosts_run_once_in_the_order_first_given() {
+        let vhosts: Vec<String> = ["b", "a", "b", "a"].map(String::from).to_vec();
+        let ts = resolve_with(None, None, &vhosts).unwrap();
+        assert_eq!(
+            ts.iter().map(|t| t.vhost.as_str()).collect::<Vec<_>>(),
+            ["b", "a"]
+        );
+    }
+
+    #[test]
+    fn vhosts_rabbitmq_would_refuse_and_too_many_are_bad_input() {
+        for vhosts in [
+            vec!["a".repeat(256)],
+            vec![String::new()],
+            (0..=MAX_VHOSTS).map(|i| i.to_string()).collect(),
+        ] {
+            let error = resolve_with(None, None, &vhosts).unwrap_err();
+            assert_eq!(crate::exit::code_for(&error), crate::exit::BAD_INPUT);
+            assert!(error.to_string().starts_with("--vhost: "), "{error}");
+        }
+        let long = format!("amqp://h/{}", "v".repeat(256));
+        let error = resolve_with(Some(&long), None, &[]).unwrap_err();
+        assert!(error.to_string().contains("256 bytes"), "{error}");
+    }
+
+    #[test]
+    fn a_timeout_too_large_for_a_duration_is_bad_input_not_a_panic() {
+        for seconds in [1e20, f64::INFINITY, f64::NAN, 0.0, -1.0, 86_400.5] {
+            let error = timeout(seconds).unwrap_err();
+            assert_eq!(crate::exit::code_for(&error), crate::exit::BAD_INPUT);
+        }
+        assert_eq!(timeout(86_400.0).unwrap(), Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn a_management_url_with_a_path_keeps_it_with_or_without_its_api_segment() {
+        for given in [
+            "http://h:15672/rabbitmq",
+            "http://h:15672/rabbitmq/",
+            "http://h:15672/rabbitmq/api",
+            "http://h:15672/rabbitmq/api/",
+        ] {
+            let t = &resolve_with(None, Some(given), &[]).unwrap()[0];
+            assert_eq!(t.management.as_str(), "http://h:15672/rabbitmq/", "{given}");
+            assert_eq!(
+                t.management.join("api/overview").unwrap().as_str(),
+                "http://h:15672/rabbitmq/api/overview"
+            );
+        }
+        let t = &resolve_with(None, Some("http://h:15672/api/"), &[]).unwrap()[0];
+        assert_eq!(t.management.as_str(), "http://h:15672/");
     }
 
     #[test]

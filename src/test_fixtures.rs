@@ -32,6 +32,7 @@ pub fn observed_queue(name: &str, arguments: Arguments) -> ObservedQueue {
         operator_policy: None,
         effective_policy_definition: None,
         state: Some("running".into()),
+        messages_details: None,
     }
 }
 

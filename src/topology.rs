@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::de::{self, Deserializer};
@@ -16,6 +17,9 @@ use serde::{Deserialize, Serialize};
 pub const MAX_LEVELS: u8 = 28;
 /// RabbitMQ's limit on exchange and queue names (a short string).
 const MAX_NAME_BYTES: usize = 255;
+/// The largest topology file read: far above any real one, far below
+/// what could exhaust memory.
+const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// A validated topology: what every command starts from.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +37,7 @@ pub struct BrokerSection {
     /// Management API base URL; derived from `url` when absent.
     pub management_url: Option<String>,
     /// Vhosts to manage in one run; the URL's own vhost when absent.
+    #[serde(deserialize_with = "bounded_vhosts")]
     pub vhosts: Option<Vec<String>>,
 }
 
@@ -143,6 +148,78 @@ pub fn name_problem(name: &str) -> Option<String> {
     }
 }
 
+/// The most vhosts one run takes: each holds a cascade of over a hundred
+/// entities, and a run past this is better split into several.
+pub const MAX_VHOSTS: usize = 1000;
+
+/// Why RabbitMQ would refuse `vhost` as a vhost name (an AMQP short string).
+pub fn vhost_problem(vhost: &str) -> Option<String> {
+    if vhost.is_empty() {
+        Some("vhost name is empty".to_string())
+    } else if vhost.len() > MAX_NAME_BYTES {
+        Some(format!(
+            "vhost name is {} bytes long; RabbitMQ allows at most {MAX_NAME_BYTES}",
+            vhost.len()
+        ))
+    } else {
+        None
+    }
+}
+
+/// `broker.vhosts`, checked entry by entry as it is read: YAML aliases can
+/// repeat one node thousands of times, so nothing is collected unchecked.
+fn bounded_vhosts<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    struct Entries;
+    impl<'de> de::Visitor<'de> for Entries {
+        type Value = Option<Vec<String>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of vhost names")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut vhosts = Vec::new();
+            while let Some(vhost) = seq.next_element::<String>()? {
+                if let Some(problem) = vhost_problem(&vhost) {
+                    return Err(de::Error::custom(format!(
+                        "vhosts[{}]: {problem}",
+                        vhosts.len()
+                    )));
+                }
+                if vhosts.len() == MAX_VHOSTS {
+                    return Err(de::Error::custom(format!(
+                        "vhosts: more than {MAX_VHOSTS} entries; split the run"
+                    )));
+                }
+                vhosts.push(vhost);
+            }
+            Ok(Some(vhosts))
+        }
+    }
+    d.deserialize_any(Entries)
+}
+
+/// Why `address` cannot be an endpoint address, if it cannot: it becomes
+/// the topic binding key `#.<address>`, so a wildcard word (`#`, `*`) or an
+/// empty word would bind the endpoint to other endpoints' delayed messages.
+pub fn address_problem(address: &str) -> Option<String> {
+    let word = address
+        .split('.')
+        .find(|word| word.is_empty() || *word == "#" || *word == "*")?;
+    Some(if word.is_empty() {
+        format!(
+            "address `{address}` has an empty word (a leading, trailing or doubled `.`): \
+             its binding key `#.{address}` would not match the address literally"
+        )
+    } else {
+        format!(
+            "address `{address}` contains the topic wildcard `{word}` as a word: its binding \
+             key `#.{address}` would receive other endpoints' delayed messages"
+        )
+    })
+}
+
 impl<'de> Deserialize<'de> for EntityName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let name = String::deserialize(d)?;
@@ -229,6 +306,21 @@ impl Default for QueueArguments {
 impl<'de> Deserialize<'de> for QueueArguments {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let map = Option::<BTreeMap<String, ArgValue>>::deserialize(d)?.unwrap_or_default();
+        // Argument names are AMQP short strings: longer ones cannot be sent.
+        if let Some(key) = map
+            .keys()
+            .find(|k| k.is_empty() || k.len() > MAX_NAME_BYTES)
+        {
+            return Err(de::Error::custom(if key.is_empty() {
+                "queue_arguments: an argument name is empty".to_string()
+            } else {
+                format!(
+                    "queue_arguments: argument name `{}…` is {} bytes long; AMQP allows at most {MAX_NAME_BYTES}",
+                    key.chars().take(20).collect::<String>(),
+                    key.len()
+                )
+            }));
+        }
         if let Some(key) = map
             .keys()
             .find(|k| COMPUTED_ARGUMENTS.contains(&k.as_str()))
@@ -280,12 +372,25 @@ impl TopologyError {
 impl Topology {
     /// Reads and validates a topology file.
     pub fn load(path: &Path) -> Result<Topology, TopologyError> {
-        let text = std::fs::read_to_string(path).map_err(|e| TopologyError {
+        let whole_file = |message: String| TopologyError {
             path: path.to_path_buf(),
             line: 0,
             column: 0,
-            message: format!("cannot read the topology file: {e}"),
-        })?;
+            message,
+        };
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|file| {
+                // One byte past the limit tells a file that is too large.
+                std::io::Read::take(file, MAX_FILE_BYTES + 1).read_to_string(&mut text)
+            })
+            .map_err(|e| whole_file(format!("cannot read the topology file: {e}")))?;
+        if text.len() as u64 > MAX_FILE_BYTES {
+            return Err(whole_file(format!(
+                "the topology file is larger than {} KiB; a topology is a few lines",
+                MAX_FILE_BYTES / 1024
+            )));
+        }
         Topology::parse(path, &text)
     }
 
@@ -351,19 +456,26 @@ impl Topology {
         let mut addresses: BTreeMap<&str, usize> = BTreeMap::new();
         for (index, endpoint) in self.endpoints.iter().enumerate() {
             let address = endpoint.address.as_str();
-            // A delayed message's routing key is one bit and a dot per level,
-            // then the address; the broker refuses a longer one only at publish.
-            let room = MAX_NAME_BYTES - 2 * usize::from(cascade.levels.0);
-            if address.len() > room {
+            if let Some(problem) = address_problem(address) {
+                return Err((
+                    "address",
+                    Some(address.to_string()),
+                    format!("endpoints[{index}]: {problem}"),
+                ));
+            }
+            // A delayed message's routing key is one digit and a dot per
+            // level, then the address; the broker refuses keys over 255 bytes.
+            let longest = MAX_NAME_BYTES - 2 * usize::from(cascade.levels.0);
+            if address.len() > longest {
                 return Err((
                     "address",
                     Some(address.to_string()),
                     format!(
                         "endpoints[{index}]: address is {} bytes long; a delayed message's routing \
-                         key (2 × {} levels + the address) must fit in {MAX_NAME_BYTES} bytes, so at \
-                         most {room} are allowed",
+                         key is 2 bytes per level ({} levels) plus the address and must fit in \
+                         {MAX_NAME_BYTES} bytes, so at most {longest} are allowed",
                         address.len(),
-                        cascade.levels.0,
+                        cascade.levels.0
                     ),
                 ));
             }
@@ -525,24 +637,68 @@ mod tests {
     }
 
     #[test]
-    fn an_address_must_leave_room_for_the_delayed_routing_key() {
-        // 28 levels take 56 bytes of the 255.
-        let long = "a".repeat(200);
-        let e = error(&format!("endpoints:\n  - address: {long}\n"));
+    fn an_address_must_leave_room_for_its_delayed_routing_key() {
+        let e = error(&format!("endpoints:\n  - address: {}\n", "a".repeat(200)));
         assert!(
-            e.starts_with("t.yaml:2:5: endpoints[0]: address is 200 bytes long"),
+            e.starts_with("t.yaml:2:5: endpoints[0]: address is 200 bytes long")
+                && e.contains("at most 199"),
             "{e}"
         );
-        assert!(e.contains("at most 199"), "{e}");
         assert!(parse(&format!("endpoints:\n  - address: {}\n", "a".repeat(199))).is_ok());
-        let one_level = |length: usize| {
-            format!(
-                "cascade:\n  levels: 1\nendpoints:\n  - address: {}\n",
-                "a".repeat(length)
-            )
-        };
-        assert!(parse(&one_level(253)).is_ok());
-        assert!(error(&one_level(254)).contains("at most 253"));
+        let shallow = format!(
+            "cascade:\n  levels: 1\nendpoints:\n  - address: {}\n",
+            "a".repeat(253)
+        );
+        assert!(parse(&shallow).is_ok());
+    }
+
+    #[test]
+    fn wildcard_and_empty_words_in_addresses_are_refused() {
+        for address in [
+            "\"#\"", "\"*\"", "Sales.#", "a.*.b", ".Sales", "Sales.", "a..b",
+        ] {
+            let e = error(&format!(
+                "endpoints:\n  - address: Billing\n  - address: {address}\n"
+            ));
+            assert!(
+                e.starts_with("t.yaml:3:5: endpoints[1]: address `"),
+                "{address}: {e}"
+            );
+        }
+        assert!(error("endpoints:\n  - address: \"#\"\n").contains("topic wildcard `#`"));
+        assert!(parse("endpoints:\n  - address: Sales.EU#1.*x\n").is_ok());
+    }
+
+    #[test]
+    fn vhost_lists_are_checked_entry_by_entry_even_through_aliases() {
+        let e = error(&format!("broker:\n  vhosts: [a, {}]\n", "v".repeat(256)));
+        assert!(e.contains("vhosts[1]: vhost name is 256 bytes long"), "{e}");
+        let aliases = format!("broker:\n  vhosts: [&v a{}]\n", ", *v".repeat(MAX_VHOSTS));
+        let e = error(&aliases);
+        assert!(e.contains("more than 1000 entries"), "{e}");
+        assert!(parse("broker:\n  vhosts: [&v a, *v, b]\n").is_ok());
+    }
+
+    #[test]
+    fn a_file_past_the_size_limit_is_refused_unread() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut file, &vec![b'#'; MAX_FILE_BYTES as usize + 1]).unwrap();
+        let e = Topology::load(file.path()).unwrap_err().to_string();
+        assert!(e.contains("larger than 1024 KiB"), "{e}");
+    }
+
+    #[test]
+    fn queue_argument_keys_rabbitmq_would_refuse_are_refused() {
+        let e = error(&format!(
+            "cascade:\n  queue_arguments:\n    {}: 1\n",
+            "k".repeat(256)
+        ));
+        assert!(
+            e.starts_with("t.yaml:2:3:") && e.contains("256 bytes"),
+            "{e}"
+        );
+        let e = error("cascade:\n  queue_arguments:\n    \"\": 1\n");
+        assert!(e.contains("empty"), "{e}");
     }
 
     #[test]

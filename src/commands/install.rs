@@ -19,7 +19,7 @@ use crate::commands::fanout::{self, VhostOutcome};
 use crate::context::Context;
 use crate::diff::{self, binding_entity, Finding, Severity, Structure};
 use crate::exit::broker;
-use crate::mgmt::Management;
+use crate::mgmt::{Management, NotProvenSameBroker};
 use crate::observe::{self, observe, Depth, Observed};
 use crate::progress::Progress;
 use crate::report::Outcome;
@@ -75,6 +75,11 @@ async fn install_vhost(
     }
     let plan = match &observed {
         Ok(observed) => Plan::observed(&desired, observed),
+        // Another broker's management API is refused, never worked around.
+        Err(error) if NotProvenSameBroker::is(error) => {
+            dismiss(connecting).await;
+            return Err(observed.unwrap_err());
+        }
         Err(error) => Plan::blind(&desired, error),
     };
     if plan.declarations.is_empty() && plan.bindings.is_empty() {
@@ -218,9 +223,11 @@ impl Plan {
         let vhost = &target.vhost;
 
         let mut text = String::new();
+        // AMQP's declare-ok does not say who created an entity: one missing
+        // when read may have been made by a concurrent install meanwhile.
         if self.existing.is_some() {
             for entity in &applied.done {
-                text.push_str(&format!("created {entity}\n"));
+                text.push_str(&format!("declared {entity}\n"));
             }
         }
         for conflict in &conflicts {
@@ -241,12 +248,14 @@ impl Plan {
                 plural(existing.len(), "entity")
             )),
             Some(existing) => text.push_str(&format!(
-                "install on vhost `{vhost}`: {} created, {} already present{problems}\n",
+                "install on vhost `{vhost}`: {} missing and now declared, {} already \
+                 present{problems}\n",
                 applied.done.len(),
                 existing.len()
             )),
             None => text.push_str(&format!(
-                "install on vhost `{vhost}`: {} created or already present{problems}\n",
+                "install on vhost `{vhost}`: {} declared (created or already \
+                 present){problems}\n",
                 plural(applied.done.len(), "entity")
             )),
         }
@@ -271,7 +280,7 @@ impl Plan {
             .collect();
         let json = match &self.existing {
             Some(existing) => json!({
-                "created": applied.done,
+                "declared": applied.done,
                 "existing": existing,
                 "conflicts": conflicts,
                 "errors": errors,
@@ -279,7 +288,6 @@ impl Plan {
                 "unchecked": self.unchecked,
             }),
             None => json!({
-                "created": null,
                 "existing": null,
                 "declared": applied.done,
                 "conflicts": conflicts,

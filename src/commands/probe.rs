@@ -4,10 +4,15 @@
 //! arrival. Unlike verify it writes to the broker, and cleans up after itself.
 //!
 //! A probe message that is published but does not arrive is still somewhere
-//! in the cascade. If its route is repaired later, it reaches the delivery
-//! exchange, and with no binding for its address it would jam level 0 for
-//! good (SPEC §1). So a failed probe leaves a durable sink bound for that
-//! address, which drops what reaches it, and says so.
+//! in the cascade, and so may be one whose publish timed out (a lost quorum,
+//! a memory alarm) yet was committed later, or one whose probe was killed.
+//! Reaching the delivery exchange with nothing bound for its address, it
+//! would jam level 0 for good (SPEC §1). So before anything is published a
+//! permanent sink is in place: queue `delaytopo.probe.sink`, bound with
+//! `#.delaytopo.probe.#`, which keeps the last 100 probe messages that
+//! reached it and drops older ones (`x-max-length`, `drop-head`).
+//! A probe message always has somewhere to go, whatever becomes of the probe;
+//! the one that arrives in time goes to the probe's queue as well.
 
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,7 +29,10 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::amqp::{self, bounded, describe, reply_code};
-use crate::cascade::{endpoint_binding_key, max_delay_seconds, Desired, Route};
+use crate::cascade::{
+    endpoint_binding_key, max_delay_seconds, probe_sink_binding_key, Desired, Route,
+    PROBE_ADDRESS_PREFIX, PROBE_SINK_QUEUE,
+};
 use crate::cli::ProbeArgs;
 use crate::commands::fanout::{each_target, VhostOutcome};
 use crate::context::Context;
@@ -32,6 +40,9 @@ use crate::diff::{Finding, Severity};
 use crate::exit::{bad_input, broker};
 use crate::report::Outcome;
 use crate::target::Target;
+
+/// How many late probe messages the sink keeps before dropping the oldest.
+const PROBE_SINK_LENGTH: i64 = 100;
 
 /// Arriving this much before the delay counts as early (TTL expiry is not
 /// instantaneous, but it never fires ahead of time on a healthy level).
@@ -151,7 +162,7 @@ fn probe_address() -> String {
         .unwrap_or_default();
     hasher.write_u128(now.as_nanos());
     hasher.write_u32(std::process::id());
-    format!("delaytopo.probe.{:016x}", hasher.finish())
+    format!("{PROBE_ADDRESS_PREFIX}{:016x}", hasher.finish())
 }
 
 /// Sends one probe through `desired`'s cascade on `target` and times it.
@@ -179,7 +190,7 @@ pub async fn probe(target: &Target, desired: &Desired, args: &ProbeArgs) -> Resu
     let sent = send_and_wait(target, desired, &connection, &route, args, &mut report).await;
     // Clean up even after an error, but report the first error.
     let in_flight = matches!(sent, Ok(true));
-    let cleaned = clean_up(target, desired, &connection, &mut report, in_flight).await;
+    let cleaned = clean_up(target, &connection, &mut report, in_flight).await;
     let _ = tokio::time::timeout(target.timeout, connection.close(200, "probe done".into())).await;
     sent?;
     cleaned?;
@@ -220,6 +231,9 @@ async fn send_and_wait(
 ) -> Result<bool> {
     let address = report.address.clone();
     let channel = bounded(target, "opening a channel", connection.create_channel()).await?;
+    if !sink_in_place(target, desired, &channel, report).await? {
+        return Ok(false);
+    }
     let exclusive = QueueDeclareOptions {
         exclusive: true,
         auto_delete: true,
@@ -231,33 +245,17 @@ async fn send_and_wait(
         channel.queue_declare(address.as_str().into(), exclusive, FieldTable::default()),
     )
     .await?;
-    let bound = refusable(
+    if !bind_to_delivery(
         target,
-        "binding the probe queue",
-        channel.queue_bind(
-            address.as_str().into(),
-            desired.delivery_exchange.as_str().into(),
-            endpoint_binding_key(&address).as_str().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        ),
+        desired,
+        &channel,
+        &address,
+        &endpoint_binding_key(&address),
+        report,
     )
-    .await?;
-    if let Err(error) = bound {
-        return match refusal(target, &error) {
-            Some((404, _)) => {
-                report.failure = Some(format!(
-                    "delivery exchange {} does not exist: no delayed message can be delivered",
-                    desired.delivery_exchange
-                ));
-                Ok(false)
-            }
-            _ => Err(broker(format!(
-                "binding the probe queue to {}: {}",
-                desired.delivery_exchange,
-                describe(target, &error)
-            ))),
-        };
+    .await?
+    {
+        return Ok(false);
     }
     let mut consumer = bounded(
         target,
@@ -379,11 +377,103 @@ async fn publish(
         .await
 }
 
-/// Removes the probe's binding and queue; when the message is still in the
-/// cascade, replaces them with a durable sink for its address.
-async fn clean_up(
+/// Declares the permanent sink and binds it (both idempotent). `Ok(false)`
+/// with the report's failure set when the delivery exchange is missing.
+async fn sink_in_place(
     target: &Target,
     desired: &Desired,
+    channel: &Channel,
+    report: &mut ProbeReport,
+) -> Result<bool> {
+    // Keeps the last few late probe messages (evidence of failed probes),
+    // never more: the oldest is dropped for each new one past the bound.
+    let mut bounded_sink = FieldTable::default();
+    bounded_sink.insert(
+        "x-max-length".into(),
+        AMQPValue::LongLongInt(PROBE_SINK_LENGTH),
+    );
+    bounded_sink.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("drop-head".into()),
+    );
+    // Like the cascade's queues: a quorum sink stays available when a node fails.
+    let queue_type = match desired.queue_type {
+        crate::topology::QueueType::Quorum => "quorum",
+        crate::topology::QueueType::Classic => "classic",
+    };
+    bounded_sink.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(queue_type.into()),
+    );
+    bounded(
+        target,
+        &format!("declaring the probe sink {PROBE_SINK_QUEUE}"),
+        channel.queue_declare(
+            PROBE_SINK_QUEUE.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            bounded_sink,
+        ),
+    )
+    .await?;
+    bind_to_delivery(
+        target,
+        desired,
+        channel,
+        PROBE_SINK_QUEUE,
+        &probe_sink_binding_key(),
+        report,
+    )
+    .await
+}
+
+/// Binds `queue` to the delivery exchange with `key`. `Ok(false)`, with the
+/// report's failure set, when the delivery exchange is missing.
+async fn bind_to_delivery(
+    target: &Target,
+    desired: &Desired,
+    channel: &Channel,
+    queue: &str,
+    key: &str,
+    report: &mut ProbeReport,
+) -> Result<bool> {
+    let delivery = desired.delivery_exchange.as_str();
+    let bound = refusable(
+        target,
+        &format!("binding {queue} to {delivery}"),
+        channel.queue_bind(
+            queue.into(),
+            delivery.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await?;
+    match bound {
+        Ok(()) => Ok(true),
+        Err(error) => match refusal(target, &error) {
+            Some((404, _)) => {
+                report.failure = Some(format!(
+                    "delivery exchange {delivery} does not exist: no delayed message can be \
+                     delivered"
+                ));
+                Ok(false)
+            }
+            _ => Err(broker(format!(
+                "binding {queue} to {delivery}: {}",
+                describe(target, &error)
+            ))),
+        },
+    }
+}
+
+/// Deletes the probe's own queue (with its binding). A message still in
+/// the cascade is dropped by the sink when it arrives.
+async fn clean_up(
+    target: &Target,
     connection: &Connection,
     report: &mut ProbeReport,
     in_flight: bool,
@@ -391,66 +481,20 @@ async fn clean_up(
     let address = report.address.clone();
     // A fresh channel: the probe's may have been closed by a refusal.
     let channel = bounded(target, "opening a channel", connection.create_channel()).await?;
-    let key = endpoint_binding_key(&address);
-    // Unbinding a binding that was never made is fine; deleting the queue removes it anyway.
-    let unbound = refusable(
-        target,
-        "unbinding the probe queue",
-        channel.queue_unbind(
-            address.as_str().into(),
-            desired.delivery_exchange.as_str().into(),
-            key.as_str().into(),
-            FieldTable::default(),
-        ),
-    )
-    .await?;
-    // A refusal (no such exchange) closed the channel: take another.
-    let channel = match unbound {
-        Ok(()) => channel,
-        Err(_) => bounded(target, "opening a channel", connection.create_channel()).await?,
-    };
     bounded(
         target,
         &format!("deleting probe queue {address}"),
         channel.queue_delete(address.as_str().into(), QueueDeleteOptions::default()),
     )
     .await?;
-    if !in_flight {
-        return Ok(());
-    }
-    let mut drop_on_arrival = FieldTable::default();
-    drop_on_arrival.insert("x-message-ttl".into(), AMQPValue::LongLongInt(0));
-    bounded(
-        target,
-        &format!("declaring sink queue {address}"),
-        channel.queue_declare(
-            address.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            drop_on_arrival,
-        ),
-    )
-    .await?;
-    bounded(
-        target,
-        &format!("binding sink queue {address}"),
-        channel.queue_bind(
-            address.as_str().into(),
-            desired.delivery_exchange.as_str().into(),
-            key.as_str().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        ),
-    )
-    .await?;
-    report.sink = Some(address.clone());
-    if let Some(failure) = &mut report.failure {
-        failure.push_str(&format!(
-            "; queue {address} stays bound to drop the probe should it arrive later (it would \
-             jam level 0 otherwise): delete it once the levels hold no dead-lettered messages"
-        ));
+    if in_flight {
+        report.sink = Some(PROBE_SINK_QUEUE.to_string());
+        if let Some(failure) = &mut report.failure {
+            failure.push_str(&format!(
+                "; should it arrive later, queue {PROBE_SINK_QUEUE} takes it (it cannot jam \
+                 level 0)"
+            ));
+        }
     }
     Ok(())
 }

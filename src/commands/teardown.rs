@@ -47,28 +47,29 @@
 //!   first what is really there, so a second run reports nothing removed.
 
 mod plan;
+mod restore;
 
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use indicatif::ProgressBar;
-use lapin::Connection;
 use serde_json::{json, Value};
 
 use crate::amqp;
-use crate::apply::{apply, binding_label, OpResult, Operation, DEFAULT_LANES};
+use crate::apply::{binding_label, OpResult, Operation, Session, DEFAULT_LANES};
 use crate::cascade::Desired;
 use crate::cli::TeardownArgs;
 use crate::commands::fanout::{each_target, VhostOutcome};
 use crate::context::Context;
 use crate::exit::broker;
-use crate::mgmt::Management;
+use crate::mgmt::{Management, NotProvenSameBroker};
 use crate::observe::{observe, Depth, ObservedBinding, ObservedQueue};
 use crate::progress::Progress;
 use crate::report::Outcome;
-use crate::target::{encode_vhost, Target};
+use crate::target::Target;
 
 use plan::{Holding, LevelQueue, Plan};
+use restore::{put_back, restore};
 
 /// Time given to a dead-letter hop in flight at the first check to land in
 /// the next level before the exchanges are deleted.
@@ -105,6 +106,8 @@ struct Report {
     warnings: Vec<String>,
     /// Messages were discarded without --force (they slipped past the exchanges).
     lost_unforced: bool,
+    /// Cascade entities a last look found after the deletes (a concurrent install).
+    still_present: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -127,13 +130,16 @@ async fn teardown(
         ..Report::default()
     };
     // Connecting costs several round trips: it overlaps the observation.
-    let (observation, connection) = futures::join!(
+    // Channels stay open from one check to the next: at long round trips,
+    // opening them for each step would stretch the safety window.
+    let (observation, session) = futures::join!(
         observe(&management, Depth::Definitions),
-        amqp::connect(&target)
+        Session::open(&target, DEFAULT_LANES)
     );
     let (plan, management) = match observation {
         Ok(observed) => (Plan::observed(&desired, &observed), Some((management, observed))),
-        Err(error) if options.force => {
+        // A management API of another broker is refused outright, --force or not.
+        Err(error) if options.force && !NotProvenSameBroker::is(&error) => {
             report.warnings.push(format!(
                 "{error:#}; going ahead by name (--force): bindings the topology does not \
                  list and the dead-letter backlog could not be seen"
@@ -148,16 +154,15 @@ async fn teardown(
         }
     };
     let statistics = management.as_ref().map(|(_, observed)| observed);
-    let connection = connection?;
+    let session = session?;
     if plan.is_empty() {
-        close(&connection, &target).await;
+        close(session).await;
         return Ok(report.finish(&target.vhost));
     }
 
     let bar = progress.bar(0, "teardown");
     let looks = Looks {
-        connection: &connection,
-        target: &target,
+        session: tokio::sync::Mutex::new(session),
         management: management.as_ref().map(|(m, _)| m),
         bar: &bar,
     };
@@ -185,20 +190,43 @@ async fn teardown(
         .await
     };
     bar.finish_and_clear();
-    close(&connection, &target).await;
+    let Looks { session, .. } = looks;
+    close(session.into_inner()).await;
     result?;
+    if let Some(management) = looks.management {
+        if !options.unbind_only && report.refusal.is_none() {
+            report.still_present = still_present(management, &desired).await?;
+        }
+    }
     Ok(report.finish(&target.vhost))
 }
 
+/// Cascade exchanges and queues a fresh look finds after the deletes: an
+/// install racing this teardown re-creates them, and the run must not then
+/// claim the cascade is gone.
+async fn still_present(management: &Management, desired: &Desired) -> Result<Vec<String>> {
+    let observed = observe(management, Depth::Definitions).await?;
+    let exchanges = desired
+        .exchanges
+        .iter()
+        .filter(|e| observed.exchanges.contains_key(&e.name))
+        .map(|e| format!("exchange {}", e.name));
+    let queues = desired
+        .queues
+        .iter()
+        .filter(|q| observed.queues.contains_key(&q.name))
+        .map(|q| format!("queue {}", q.name));
+    Ok(exchanges.chain(queues).collect())
+}
+
 /// The work is done: a slow close-ok must not hold the result back.
-async fn close(connection: &Connection, target: &Target) {
-    let _ = tokio::time::timeout(Duration::from_secs(2), amqp::close(connection, target)).await;
+async fn close(session: Session) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), session.close()).await;
 }
 
 /// The broker handles a teardown step needs.
 struct Looks<'a> {
-    connection: &'a Connection,
-    target: &'a Target,
+    session: tokio::sync::Mutex<Session>,
     management: Option<&'a Management>,
     bar: &'a ProgressBar,
 }
@@ -206,7 +234,8 @@ struct Looks<'a> {
 impl Looks<'_> {
     async fn run(&self, ops: &[Operation], lanes: usize) -> Vec<OpResult> {
         self.bar.inc_length(ops.len() as u64);
-        apply(self.connection, self.target, ops, lanes, self.bar).await
+        let mut session = self.session.lock().await;
+        session.apply_on_lanes(ops, lanes, self.bar).await
     }
 
     /// Keeps in `plan` only the exchanges and queues a passive declare finds.
@@ -251,7 +280,9 @@ impl Looks<'_> {
             .collect();
         let statistics = async {
             match self.management {
-                Some(m) => crate::observe::queues::<ObservedQueue>(m).await.map(Some),
+                Some(m) => crate::observe::queues::<ObservedQueue>(m, "")
+                    .await
+                    .map(Some),
                 None => Ok(None),
             }
         };
@@ -347,10 +378,17 @@ impl Run<'_> {
         let stop = plan.stop_inflow();
         let answers = looks.run(&stop, 1).await;
         if let Some(error) = first_failure(&stop, &answers, &[404]) {
-            restore(plan, looks).await?;
-            return Err(
-                error.context("stopping the inflow failed; the cascade was put back as it was")
-            );
+            if !answers.iter().any(OpResult::is_done) {
+                return Err(error.context("stopping the inflow failed; nothing was changed"));
+            }
+            return Err(match restore(plan, looks).await {
+                Ok(()) => {
+                    error.context("stopping the inflow failed; the cascade was put back as it was")
+                }
+                Err(restoring) => {
+                    restoring.context(format!("stopping the inflow failed: {error:#}"))
+                }
+            });
         }
 
         if !options.force {
@@ -532,65 +570,6 @@ impl Run<'_> {
     }
 }
 
-/// Puts back everything the stop phase removed, exactly as observed.
-async fn restore(plan: &Plan, looks: &Looks<'_>) -> Result<()> {
-    put_back(looks, &plan.restore_after_stop()).await?;
-    if let Some(management) = looks.management {
-        for b in plan.restore_by_api() {
-            let kind = match b.destination_type {
-                crate::cascade::DestinationKind::Queue => "q",
-                crate::cascade::DestinationKind::Exchange => "e",
-            };
-            let path = format!(
-                "bindings/{}/e/{}/{kind}/{}",
-                encode_vhost(management.vhost()),
-                encode_vhost(&b.source),
-                encode_vhost(&b.destination)
-            );
-            let arguments: serde_json::Map<String, Value> = b
-                .arguments
-                .iter()
-                .map(|(k, v)| (k.clone(), argument_json(v)))
-                .collect();
-            management
-                .call(
-                    reqwest::Method::POST,
-                    &path,
-                    Some(&json!({"routing_key": b.routing_key, "arguments": arguments})),
-                )
-                .await?;
-        }
-    }
-    Ok(())
-}
-
-fn argument_json(value: &crate::topology::ArgValue) -> Value {
-    use crate::topology::ArgValue;
-    match value {
-        ArgValue::Bool(b) => json!(b),
-        ArgValue::Int(i) => json!(i),
-        ArgValue::Str(s) => json!(s),
-    }
-}
-
-/// Runs restore operations in order; any that fails is named.
-async fn put_back(looks: &Looks<'_>, ops: &[Operation]) -> Result<()> {
-    let answers = looks.run(ops, 1).await;
-    let missed: Vec<String> = ops
-        .iter()
-        .zip(&answers)
-        .filter(|(_, a)| !a.is_done())
-        .map(|(op, a)| format!("{}: {}", op.describe(), result_text(a)))
-        .collect();
-    if missed.is_empty() {
-        return Ok(());
-    }
-    Err(broker(format!(
-        "putting the cascade back failed; not restored: {}",
-        missed.join("; ")
-    )))
-}
-
 /// The first operation that did not succeed (a refusal with one of
 /// `tolerated` codes counts as success: the entity was already gone).
 fn first_failure(
@@ -623,7 +602,7 @@ fn result_text(result: &OpResult) -> String {
 
 impl Report {
     fn finish(self, vhost: &str) -> VhostOutcome {
-        let ok = self.refusal.is_none() && !self.lost_unforced;
+        let ok = self.refusal.is_none() && !self.lost_unforced && self.still_present.is_empty();
         let text = self.text(vhost);
         let json = self.json();
         VhostOutcome { ok, text, json }
@@ -712,6 +691,18 @@ impl Report {
         for warning in &self.warnings {
             text.push_str(&format!("warning: {warning}\n"));
         }
+        if let Some(first) = self.still_present.first() {
+            text.push_str(&format!(
+                "error: {} entit{} of the cascade still present after the deletes ({first}, …): \
+                 something re-created them meanwhile (a concurrent install?); run teardown again\n",
+                self.still_present.len(),
+                if self.still_present.len() == 1 {
+                    "y"
+                } else {
+                    "ies"
+                }
+            ));
+        }
         text
     }
 
@@ -746,6 +737,7 @@ impl Report {
                 })).collect::<Vec<_>>(),
             },
             "refused": refused,
+            "still_present": self.still_present,
             "discarded": {
                 "levels": self.discarded.iter().map(|(q, n)| {
                     let mut entry = level(q);

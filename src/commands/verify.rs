@@ -61,7 +61,10 @@ async fn verify_vhost(
     let mut queues = observed.queues.clone();
     if !health::backlogged_levels(desired, &queues).is_empty() {
         tokio::time::sleep(SECOND_LOOK).await;
-        let again: Vec<ObservedQueue> = observe::queues(&management).await?;
+        // With each queue's recent lengths: a standing backlog on a level that
+        // was empty minutes ago may only be waiting for the broker's retry.
+        let again: Vec<ObservedQueue> =
+            observe::queues(&management, &health::history_query()).await?;
         let again: Queues = again.into_iter().map(|q| (q.name.clone(), q)).collect();
         let jams = health::jam_findings(desired, &queues, &again, &findings);
         findings.extend(jams);

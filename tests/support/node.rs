@@ -22,9 +22,10 @@
 //! (re)starts it with fresh data. Nodes are left running for the next test
 //! binary; `tests/brokers stop` stops them all (`.ci/run` does at the end).
 //!
-//! Everything of node NAME lives in `target/test-brokers/NAME/`: `node.env`,
-//! `rabbitmq.conf`, `enabled_plugins`, `advanced.config`, the extra files,
-//! `mnesia/`, `log/` and `start.log`. Erlang node name: `delaytopo-NAME@localhost`.
+//! Everything of node NAME lives in `$TMPDIR/delaytopo-test-brokers/NAME/`
+//! (or `$DELAYTOPO_TEST_BROKERS/NAME/`): `node.env`, `rabbitmq.conf`,
+//! `enabled_plugins`, `advanced.config`, the extra files, `mnesia/`, `log/`
+//! and `start.log`. Erlang node name: `delaytopo-NAME@localhost`.
 //!
 //! # Ports
 //!
@@ -104,6 +105,8 @@ pub struct BrokerSpec {
     pub dist_port: u16,
     pub amqps_port: Option<u16>,
     pub https_port: Option<u16>,
+    /// `management.path_prefix`, as behind a reverse proxy ("" for none).
+    pub management_path_prefix: String,
     conf: Vec<String>,
     plugins: Vec<String>,
     files: Vec<(String, Vec<u8>)>,
@@ -124,6 +127,7 @@ impl BrokerSpec {
             dist_port: DIST_BASE + slot,
             amqps_port: None,
             https_port: None,
+            management_path_prefix: String::new(),
             conf: Vec::new(),
             plugins: vec!["rabbitmq_management".to_string()],
             files: Vec::new(),
@@ -140,6 +144,12 @@ impl BrokerSpec {
     pub fn https(mut self, port: u16) -> BrokerSpec {
         self.https_port = Some(port);
         self
+    }
+
+    /// Serves the management API under `prefix` (e.g. `/rabbitmq`).
+    pub fn management_path_prefix(mut self, prefix: &str) -> BrokerSpec {
+        self.management_path_prefix = prefix.to_string();
+        self.conf(&format!("management.path_prefix = {prefix}"))
     }
 
     /// A `rabbitmq.conf` line; `{dir}` stands for the node's directory as the
@@ -269,7 +279,10 @@ impl Node {
     }
 
     pub fn management_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.spec.management_port)
+        format!(
+            "http://127.0.0.1:{}{}",
+            self.spec.management_port, self.spec.management_path_prefix
+        )
     }
 
     /// `rabbitmqctl` aimed at this node (in its root file system for 4.0).
@@ -390,21 +403,22 @@ pub fn cluster(name: &str, version: Version, first_slot: u16) -> Vec<Node> {
     nodes
 }
 
-/// `target/test-brokers`, beside the build's own `tmp` directory.
+/// Where the nodes' directories live: one place per machine, not per
+/// checkout, because their ports are the machine's (two checkouts share the
+/// running nodes instead of fighting over the ports).
 fn test_brokers_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .unwrap()
-        .join("test-brokers");
+    let dir = std::env::var_os("DELAYTOPO_TEST_BROKERS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("delaytopo-test-brokers"));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
-/// `tests/brokers COMMAND ARGS`, aimed at this build's `target/test-brokers`.
+/// `tests/brokers COMMAND ARGS`, aimed at the machine's test-broker directory.
 fn script(command: &str, args: &[&str]) -> Command {
     let mut script = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/brokers"));
     script
-        .env("CARGO_TARGET_DIR", test_brokers_dir().parent().unwrap())
+        .env("DELAYTOPO_TEST_BROKERS", test_brokers_dir())
         .arg(command)
         .args(args);
     script

@@ -246,6 +246,34 @@ impl Plan {
             .filter(|b| b.arguments.is_empty())
     }
 
+    /// What the stop removes that `observed` lacks: (missing, of) level
+    /// exchanges and bindings.
+    pub fn missing_after_stop(&self, observed: &Observed) -> StopGap {
+        let exchanges: Vec<&Exchange> = self.entry_exchanges().collect();
+        let bindings: Vec<&ObservedBinding> = self
+            .recorded
+            .iter()
+            .filter(|b| self.touches_entry_exchange(b))
+            .chain(&self.foreign_inflow)
+            .collect();
+        StopGap {
+            exchanges: (
+                exchanges
+                    .iter()
+                    .filter(|e| !observed.exchanges.contains_key(&e.name))
+                    .count(),
+                exchanges.len(),
+            ),
+            bindings: (
+                bindings
+                    .iter()
+                    .filter(|b| !observed.bindings.contains(b))
+                    .count(),
+                bindings.len(),
+            ),
+        }
+    }
+
     /// Bindings with arguments that the stop removes: restored through the
     /// management API.
     pub fn restore_by_api(&self) -> Vec<&ObservedBinding> {
@@ -259,6 +287,13 @@ impl Plan {
     fn position(&self, exchange: &str) -> Option<usize> {
         self.exchanges.iter().position(|e| e.name == exchange)
     }
+}
+
+/// What is missing of what the stop phase removed: (missing, of).
+#[derive(Debug, PartialEq, Eq)]
+pub struct StopGap {
+    pub exchanges: (usize, usize),
+    pub bindings: (usize, usize),
 }
 
 /// An observed binding as an operation's binding; the role is only a label.
@@ -406,6 +441,24 @@ mod tests {
             stop[0],
             Operation::DeleteExchange("nsb.v2.delay-level-27".into())
         );
+    }
+
+    #[test]
+    fn the_gap_after_a_stop_counts_what_a_fresh_look_lacks() {
+        let d = desired("endpoints:\n  - address: Sales\n");
+        let observed = installed(&d);
+        let plan = Plan::observed(&d, &observed);
+        let whole = plan.missing_after_stop(&observed);
+        assert_eq!(whole.exchanges, (0, 28));
+        assert_eq!(whole.bindings.0, 0);
+        let mut after = observed.clone();
+        after.exchanges.remove("nsb.v2.delay-level-27");
+        after
+            .bindings
+            .retain(|b| b.source != "nsb.v2.delay-level-27");
+        let gap = plan.missing_after_stop(&after);
+        assert_eq!(gap.exchanges, (1, 28));
+        assert_eq!(gap.bindings, (2, whole.bindings.1));
     }
 
     #[test]
