@@ -48,6 +48,19 @@ pub enum Role {
     DeliveryExchange,
     /// Delivery exchange -> the endpoint with this address.
     EndpointBinding(String),
+    /// Endpoint exchange -> its application queue, for this address (the
+    /// queue-on-exchange endpoint form): the second hop of a delivery.
+    EndpointQueueBinding(String),
+}
+
+impl Role {
+    /// A binding that delivers to an endpoint rather than a step of the cascade.
+    pub fn is_endpoint(&self) -> bool {
+        matches!(
+            self,
+            Role::EndpointBinding(_) | Role::EndpointQueueBinding(_)
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -220,10 +233,7 @@ impl Desired {
             };
             exchanges.push(topic(name.clone(), Role::Level(level)));
 
-            let mut arguments = topology.cascade.queue_arguments.0.clone();
-            if topology.cascade.queue_type == QueueType::Quorum {
-                arguments.insert("x-queue-type".into(), ArgValue::Str("quorum".into()));
-            }
+            let mut arguments = topology.cascade.level_queue_arguments();
             arguments.insert("x-message-ttl".into(), ArgValue::Int(level_ttl_ms(level)));
             arguments.insert(
                 "x-dead-letter-exchange".into(),
@@ -255,13 +265,23 @@ impl Desired {
         }
         exchanges.push(topic(delivery.clone(), Role::DeliveryExchange));
         for endpoint in &topology.endpoints {
+            let address = endpoint.address.to_string();
             bindings.push(Binding {
                 source: delivery.clone(),
-                destination: endpoint.address.to_string(),
+                destination: endpoint.destination.to_string(),
                 destination_type: endpoint.bind_to.into(),
-                routing_key: endpoint_binding_key(endpoint.address.as_str()),
-                role: Role::EndpointBinding(endpoint.address.to_string()),
+                routing_key: endpoint_binding_key(&address),
+                role: Role::EndpointBinding(address.clone()),
             });
+            if let Some(queue) = &endpoint.queue {
+                bindings.push(Binding {
+                    source: endpoint.destination.to_string(),
+                    destination: queue.to_string(),
+                    destination_type: DestinationKind::Queue,
+                    routing_key: endpoint_binding_key(&address),
+                    role: Role::EndpointQueueBinding(address),
+                });
+            }
         }
 
         Desired {
@@ -309,15 +329,13 @@ impl Desired {
 
     /// The cascade's own bindings (levels and fall-through), without endpoints.
     pub fn cascade_bindings(&self) -> impl Iterator<Item = &Binding> {
-        self.bindings
-            .iter()
-            .filter(|b| !matches!(b.role, Role::EndpointBinding(_)))
+        self.bindings.iter().filter(|b| !b.role.is_endpoint())
     }
 
+    /// The endpoints' bindings: delivery exchange -> endpoint, and endpoint
+    /// exchange -> application queue where the topology names one.
     pub fn endpoint_bindings(&self) -> impl Iterator<Item = &Binding> {
-        self.bindings
-            .iter()
-            .filter(|b| matches!(b.role, Role::EndpointBinding(_)))
+        self.bindings.iter().filter(|b| b.role.is_endpoint())
     }
 }
 
@@ -435,6 +453,52 @@ mod tests {
         assert_eq!(endpoints[1].destination, "Billing");
         assert_eq!(endpoints[1].destination_type, DestinationKind::Exchange);
         assert_eq!(d.cascade_bindings().count(), 56);
+    }
+
+    #[test]
+    fn a_queue_on_an_exchange_gets_both_of_kombus_bindings() {
+        let d = desired(
+            "endpoints:\n  - queue: video\n    exchange: media\n    routing_key: media.video\n",
+        );
+        let endpoints: Vec<_> = d.endpoint_bindings().map(|b| b.key()).collect();
+        assert_eq!(
+            endpoints,
+            [
+                (
+                    "nsb.v2.delay-delivery",
+                    "media",
+                    DestinationKind::Exchange,
+                    "#.media.video"
+                ),
+                ("media", "video", DestinationKind::Queue, "#.media.video"),
+            ]
+        );
+        assert_eq!(d.cascade_bindings().count(), 56);
+    }
+
+    #[test]
+    fn the_celery_example_is_kombus_cascade() {
+        let d = desired(include_str!("../examples/celery.yaml"));
+        assert_eq!(d.exchanges[0].name, "celery_delayed_27");
+        assert_eq!(d.delivery_exchange, "celery_delayed_delivery");
+        let q0 = &d.queues[27];
+        assert_eq!(q0.name, "celery_delayed_0");
+        assert_eq!(
+            q0.arguments,
+            Arguments::from([
+                ("x-queue-type".into(), Value::Str("quorum".into())),
+                (
+                    "x-dead-letter-strategy".into(),
+                    Value::Str("at-least-once".into())
+                ),
+                ("x-overflow".into(), Value::Str("reject-publish".into())),
+                ("x-message-ttl".into(), Value::Int(1000)),
+                (
+                    "x-dead-letter-exchange".into(),
+                    Value::Str("celery_delayed_delivery".into())
+                ),
+            ])
+        );
     }
 
     #[test]

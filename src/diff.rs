@@ -10,6 +10,10 @@ use crate::cascade::{Arguments, Binding, Desired, DestinationKind, Exchange, Que
 use crate::observe::{Observed, ObservedBinding, ObservedExchange, ObservedQueue};
 use crate::topology::ArgValue;
 
+mod endpoints;
+
+use endpoints::{direct_exchanges, is_endpoint_binding};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -51,6 +55,9 @@ pub struct Structure<'a> {
     pub unlisted_endpoints: Vec<ObservedBinding>,
     /// Endpoint bindings (listed or not) whose destination does not exist.
     pub dangling_endpoints: Vec<Finding>,
+    /// Endpoint bindings (listed or not) to a direct exchange: it compares the
+    /// whole delayed key with its bindings' keys, so nothing gets through.
+    pub direct_endpoints: Vec<Finding>,
 }
 
 impl Structure<'_> {
@@ -77,6 +84,7 @@ impl Structure<'_> {
         findings.extend(self.conflicts.iter().cloned());
         findings.extend(self.strays.iter().map(|(_, f)| f.clone()));
         findings.extend(self.dangling_endpoints.iter().cloned());
+        findings.extend(self.direct_endpoints.iter().cloned());
         findings
     }
 }
@@ -94,7 +102,7 @@ pub fn binding_entity(
 fn level_of(role: &Role) -> Option<u8> {
     match role {
         Role::Level(l) | Role::LevelQueueBinding(l) | Role::FallThroughBinding(l) => Some(*l),
-        Role::DeliveryExchange | Role::EndpointBinding(_) => None,
+        Role::DeliveryExchange | Role::EndpointBinding(_) | Role::EndpointQueueBinding(_) => None,
     }
 }
 
@@ -316,6 +324,17 @@ pub fn structure<'a>(desired: &'a Desired, observed: &Observed) -> Structure<'a>
     let listed = desired
         .endpoint_bindings()
         .map(|b| (b.destination.as_str(), b.destination_type));
+    let delivered_to = desired
+        .endpoint_bindings()
+        .filter(|b| b.source == desired.delivery_exchange)
+        .map(|b| (b.destination.as_str(), b.destination_type))
+        .chain(
+            result
+                .unlisted_endpoints
+                .iter()
+                .map(|b| (b.destination.as_str(), b.destination_type)),
+        );
+    result.direct_endpoints = direct_exchanges(delivered_to, observed);
     let unlisted = result
         .unlisted_endpoints
         .iter()
@@ -344,7 +363,6 @@ pub fn structure<'a>(desired: &'a Desired, observed: &Observed) -> Structure<'a>
     result
 }
 
-/// A delivery-exchange binding of the endpoint shape: `#.X` to queue or exchange X.
 /// The probe's permanent sink (`commands::probe`): part of delaytopo's own
 /// equipment, neither a stray nor an endpoint.
 fn is_probe_sink_binding(desired: &Desired, binding: &ObservedBinding) -> bool {
@@ -353,18 +371,6 @@ fn is_probe_sink_binding(desired: &Desired, binding: &ObservedBinding) -> bool {
         && binding.destination_type == DestinationKind::Queue
         && binding.routing_key == crate::cascade::probe_sink_binding_key()
         && binding.arguments.is_empty()
-}
-
-/// An endpoint's own `#.<address>` binding to its queue or exchange. A
-/// wildcard "address" (`#.#`, `#.*`) matches other endpoints' messages: that
-/// one is a stray, whatever its shape.
-fn is_endpoint_binding(desired: &Desired, binding: &ObservedBinding) -> bool {
-    binding.source == desired.delivery_exchange
-        && binding.arguments.is_empty()
-        && binding.routing_key.strip_prefix("#.") == Some(binding.destination.as_str())
-        && crate::topology::address_problem(&binding.destination).is_none()
-        && !desired.owns_exchange(&binding.destination)
-        && !desired.owns_queue(&binding.destination)
 }
 
 #[cfg(test)]

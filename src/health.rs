@@ -59,6 +59,7 @@ pub fn levels(desired: &Desired, queues: &Queues) -> Vec<LevelState> {
 /// Every health finding one look at the broker gives (a jam needs a second look).
 pub fn findings(desired: &Desired, observed: &Observed, structure: &Structure) -> Vec<Finding> {
     let mut found = policy_findings(desired, observed);
+    found.extend(crate::loss_guard::findings(desired, &observed.queues));
     if let Some(broker) = &observed.broker {
         found.extend(broker_findings(desired, broker));
         found.extend(versions::findings(desired, &broker.rabbitmq_version));

@@ -14,6 +14,7 @@ pub mod diff;
 pub mod exit;
 pub mod findings_view;
 pub mod health;
+pub mod loss_guard;
 pub mod mgmt;
 pub mod moving;
 pub mod observe;

@@ -13,6 +13,12 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 
+mod endpoint;
+mod level_arguments;
+
+pub use endpoint::Endpoint;
+pub use level_arguments::{InitialGroupSize, LeaderLocator, DEFAULT_QUORUM_ARGUMENTS};
+
 /// The deepest cascade RabbitMQ accepts: 2^28 s is the largest TTL seen accepted.
 pub const MAX_LEVELS: u8 = 28;
 /// RabbitMQ's limit on exchange and queue names (a short string).
@@ -58,7 +64,15 @@ pub struct CascadeSection {
     pub level_name: LevelName,
     pub delivery_exchange: EntityName,
     pub queue_type: QueueType,
+    /// Added to the level queues' arguments, over the defaults of the queue type.
     pub queue_arguments: QueueArguments,
+    /// Defaults (`DEFAULT_QUORUM_ARGUMENTS`) to leave out: the explicit word
+    /// that removing one takes, since either loss makes delayed messages losable.
+    pub remove_default_arguments: Vec<String>,
+    /// Quorum only: `x-quorum-initial-group-size` of every level queue.
+    pub initial_group_size: Option<InitialGroupSize>,
+    /// Quorum only: `x-queue-leader-locator` of every level queue.
+    pub leader_locator: Option<LeaderLocator>,
 }
 
 impl Default for CascadeSection {
@@ -69,16 +83,11 @@ impl Default for CascadeSection {
             delivery_exchange: EntityName("nsb.v2.delay-delivery".to_string()),
             queue_type: QueueType::Quorum,
             queue_arguments: QueueArguments::default(),
+            remove_default_arguments: Vec::new(),
+            initial_group_size: None,
+            leader_locator: None,
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Endpoint {
-    pub address: EntityName,
-    #[serde(default)]
-    pub bind_to: BindTo,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -220,6 +229,27 @@ pub fn address_problem(address: &str) -> Option<String> {
     })
 }
 
+/// Why a kombu-form `routing_key` cannot be bound, if it cannot. Unlike an
+/// address it may be a topic pattern (`media.#`), as the application binds
+/// its own queue with it; but a key of wildcards only would hand every
+/// endpoint's delayed messages to this exchange, and an empty word never
+/// matches.
+pub fn routing_key_problem(key: &str) -> Option<String> {
+    let words: Vec<&str> = key.split('.').collect();
+    if words.iter().any(|word| word.is_empty()) {
+        Some(format!(
+            "routing_key `{key}` has an empty word (a leading, trailing or doubled `.`)"
+        ))
+    } else if words.iter().all(|word| *word == "#" || *word == "*") {
+        Some(format!(
+            "routing_key `{key}` is wildcards only: its binding key `#.{key}` would receive \
+             every endpoint's delayed messages"
+        ))
+    } else {
+        None
+    }
+}
+
 impl<'de> Deserialize<'de> for EntityName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let name = String::deserialize(d)?;
@@ -279,29 +309,15 @@ impl fmt::Display for ArgValue {
     }
 }
 
-/// Queue arguments added to every level queue. The cascade's own arguments
-/// (type, TTL, dead-letter exchange) are computed and may not be set here.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Queue arguments added to every level queue, over the defaults. The
+/// cascade's own arguments (TTL, dead-letter exchange) are computed and may
+/// not be set here; `x-queue-type` only to `queue_type`'s own value, which
+/// writes the type out explicitly (kombu's classic queues carry it).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct QueueArguments(pub BTreeMap<String, ArgValue>);
 
 /// Arguments delaytopo computes itself; a file that sets them would break the chain.
-pub const COMPUTED_ARGUMENTS: [&str; 3] =
-    ["x-queue-type", "x-message-ttl", "x-dead-letter-exchange"];
-
-impl Default for QueueArguments {
-    fn default() -> Self {
-        QueueArguments(BTreeMap::from([
-            (
-                "x-dead-letter-strategy".to_string(),
-                ArgValue::Str("at-least-once".to_string()),
-            ),
-            (
-                "x-overflow".to_string(),
-                ArgValue::Str("reject-publish".to_string()),
-            ),
-        ]))
-    }
-}
+pub const COMPUTED_ARGUMENTS: [&str; 2] = ["x-message-ttl", "x-dead-letter-exchange"];
 
 impl<'de> Deserialize<'de> for QueueArguments {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -327,7 +343,7 @@ impl<'de> Deserialize<'de> for QueueArguments {
         {
             return Err(de::Error::custom(format!(
                 "queue_arguments may not set `{key}`: delaytopo computes it for each level \
-                 (use queue_type, levels and delivery_exchange)"
+                 (use levels and delivery_exchange)"
             )));
         }
         Ok(QueueArguments(map))
@@ -445,6 +461,7 @@ impl Topology {
                 ));
             }
         }
+        self.check_queue_arguments()?;
         let delivery = cascade.delivery_exchange.as_str();
         if let Some(level) = seen.get(delivery) {
             return Err((
@@ -456,9 +473,14 @@ impl Topology {
         let mut addresses: BTreeMap<&str, usize> = BTreeMap::new();
         for (index, endpoint) in self.endpoints.iter().enumerate() {
             let address = endpoint.address.as_str();
-            if let Some(problem) = address_problem(address) {
+            let key = endpoint.address_key();
+            let problem = match endpoint.queue {
+                Some(_) => routing_key_problem(address),
+                None => address_problem(address),
+            };
+            if let Some(problem) = problem {
                 return Err((
-                    "address",
+                    key,
                     Some(address.to_string()),
                     format!("endpoints[{index}]: {problem}"),
                 ));
@@ -468,7 +490,7 @@ impl Topology {
             let longest = MAX_NAME_BYTES - 2 * usize::from(cascade.levels.0);
             if address.len() > longest {
                 return Err((
-                    "address",
+                    key,
                     Some(address.to_string()),
                     format!(
                         "endpoints[{index}]: address is {} bytes long; a delayed message's routing \
@@ -481,20 +503,24 @@ impl Topology {
             }
             if let Some(first) = addresses.insert(address, index) {
                 return Err((
-                    "address",
+                    key,
                     Some(address.to_string()),
                     format!(
                         "endpoints[{index}]: address `{address}` is already listed as endpoints[{first}]"
                     ),
                 ));
             }
-            if seen.contains_key(address) || address == delivery {
+            let names = [Some(&endpoint.destination), endpoint.queue.as_ref()];
+            if let Some(name) = names
+                .into_iter()
+                .flatten()
+                .map(EntityName::as_str)
+                .find(|name| seen.contains_key(*name) || *name == delivery)
+            {
                 return Err((
-                    "address",
+                    key,
                     Some(address.to_string()),
-                    format!(
-                        "endpoints[{index}]: address `{address}` is the name of a cascade entity"
-                    ),
+                    format!("endpoints[{index}]: `{name}` is the name of a cascade entity"),
                 ));
             }
         }
@@ -539,11 +565,11 @@ fn locate_key(text: &str, key: &str, value: Option<String>) -> (usize, usize) {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Topology, TopologyError> {
+    pub(super) fn parse(text: &str) -> Result<Topology, TopologyError> {
         Topology::parse(Path::new("t.yaml"), text)
     }
 
-    fn error(text: &str) -> String {
+    pub(super) fn error(text: &str) -> String {
         parse(text).unwrap_err().to_string()
     }
 
@@ -564,7 +590,10 @@ mod tests {
     fn the_repository_topology_is_the_default() {
         let text = include_str!("../topology.yaml");
         let topology = parse(text).unwrap();
-        assert_eq!(topology.cascade, CascadeSection::default());
+        assert_eq!(
+            topology.cascade.level_queue_arguments(),
+            CascadeSection::default().level_queue_arguments()
+        );
         assert_eq!(topology.broker, BrokerSection::default());
     }
 
@@ -688,6 +717,21 @@ mod tests {
     }
 
     #[test]
+    fn a_kombu_routing_key_may_be_a_pattern_but_not_wildcards_only() {
+        let endpoint = |key: &str| {
+            format!(
+                "endpoints:\n  - queue: media\n    exchange: media\n    routing_key: \"{key}\"\n"
+            )
+        };
+        assert!(parse(&endpoint("media.#")).is_ok());
+        assert!(parse(&endpoint("*.video")).is_ok());
+        for key in ["#", "*.#", "media..video"] {
+            let e = error(&endpoint(key));
+            assert!(e.contains(&format!("routing_key `{key}`")), "{key}: {e}");
+        }
+    }
+
+    #[test]
     fn queue_argument_keys_rabbitmq_would_refuse_are_refused() {
         let e = error(&format!(
             "cascade:\n  queue_arguments:\n    {}: 1\n",
@@ -711,7 +755,7 @@ mod tests {
         );
         let e = error("cascade:\n  level_name: \"x{level}\"\nendpoints:\n  - address: x3\n");
         assert!(
-            e.starts_with("t.yaml:4:5: endpoints[0]: address `x3` is the name of a cascade entity"),
+            e.starts_with("t.yaml:4:5: endpoints[0]: `x3` is the name of a cascade entity"),
             "{e}"
         );
     }
@@ -734,19 +778,5 @@ mod tests {
     fn computed_arguments_cannot_be_overridden() {
         let e = error("cascade:\n  queue_arguments:\n    x-message-ttl: 5\n");
         assert!(e.contains("may not set `x-message-ttl`"), "{e}");
-    }
-
-    #[test]
-    fn queue_arguments_replace_the_defaults() {
-        let t =
-            parse("cascade:\n  queue_type: classic\n  queue_arguments:\n    x-queue-mode: lazy\n")
-                .unwrap();
-        assert_eq!(
-            t.cascade.queue_arguments.0,
-            BTreeMap::from([(
-                "x-queue-mode".to_string(),
-                ArgValue::Str("lazy".to_string())
-            )])
-        );
     }
 }

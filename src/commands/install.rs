@@ -382,8 +382,7 @@ impl Applied {
                 OpResult::Refused {
                     code: Some(404),
                     text,
-                } if matches!(op, Operation::Bind(b) if matches!(b.role, Role::EndpointBinding(_))) =>
-                {
+                } if matches!(op, Operation::Bind(b) if b.role.is_endpoint()) => {
                     let message = endpoint_missing(op, &text);
                     self.errors.push((entity, message));
                 }

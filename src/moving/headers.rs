@@ -12,6 +12,8 @@ use std::fmt;
 
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 
+use super::celery_eta;
+
 pub const TIME_SENT: &str = "NServiceBus.TimeSent";
 pub const DELAY_IN_SECONDS: &str = "NServiceBus.Transport.RabbitMQ.DelayInSeconds";
 pub const MESSAGE_ID: &str = "NServiceBus.MessageId";
@@ -77,13 +79,17 @@ impl fmt::Display for HeaderProblem {
     }
 }
 
-/// When the message is due, in microseconds since the Unix epoch (UTC).
+/// When the message is due, in microseconds since the Unix epoch (UTC):
+/// NServiceBus's headers, or else Celery's `eta`.
 pub fn due_time(headers: Option<&FieldTable>) -> Result<i64, HeaderProblem> {
     let lookup = |name: &'static str| {
         headers
             .and_then(|h| h.inner().get(name))
             .ok_or(HeaderProblem::Missing(name))
     };
+    if let (Err(_), Ok(eta)) = (lookup(TIME_SENT), lookup(celery_eta::ETA)) {
+        return celery_eta::due_time(eta);
+    }
     let sent = match lookup(TIME_SENT)? {
         AMQPValue::LongString(text) => text_of(TIME_SENT, text.as_bytes())?,
         AMQPValue::ShortString(text) => text.as_str().to_string(),
@@ -199,9 +205,17 @@ pub fn parse_time_sent(text: &str) -> Option<i64> {
                 .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'))
         })
     };
-    let (year, month, day) = (number(0, 4)?, number(5, 7)?, number(8, 10)?);
-    let (hour, minute, second) = (number(11, 13)?, number(14, 16)?, number(17, 19)?);
-    let micros = number(20, 26)?;
+    let date = [number(0, 4)?, number(5, 7)?, number(8, 10)?];
+    let time = [number(11, 13)?, number(14, 16)?, number(17, 19)?];
+    utc_micros(date, time, number(20, 26)?)
+}
+
+/// Microseconds since the epoch of a UTC date and time of day, if both are valid.
+pub(super) fn utc_micros(
+    [year, month, day]: [i64; 3],
+    [hour, minute, second]: [i64; 3],
+    micros: i64,
+) -> Option<i64> {
     if !(1..=12).contains(&month)
         || day < 1
         || day > days_in_month(year, month)
@@ -231,7 +245,7 @@ pub fn format_time_sent(micros: i64) -> String {
     )
 }
 
-fn text_of(header: &'static str, bytes: &[u8]) -> Result<String, HeaderProblem> {
+pub(super) fn text_of(header: &'static str, bytes: &[u8]) -> Result<String, HeaderProblem> {
     String::from_utf8(bytes.to_vec()).map_err(|_| HeaderProblem::Unparsable {
         header,
         value: String::from_utf8_lossy(bytes).into_owned(),
@@ -251,7 +265,7 @@ fn integer(value: &AMQPValue) -> Option<i64> {
     })
 }
 
-fn type_name(value: &AMQPValue) -> &'static str {
+pub(super) fn type_name(value: &AMQPValue) -> &'static str {
     match value {
         AMQPValue::Boolean(_) => "boolean",
         AMQPValue::Float(_) | AMQPValue::Double(_) | AMQPValue::DecimalValue(_) => "fraction",

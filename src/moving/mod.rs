@@ -12,6 +12,7 @@
 
 mod backlog;
 pub mod broker;
+mod celery_eta;
 pub mod classify;
 pub mod headers;
 pub mod ledger;

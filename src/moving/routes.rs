@@ -33,23 +33,26 @@ pub enum RouteOutcome {
 
 pub struct Routes {
     delivery_exchange: String,
-    /// The target topology's endpoints: address -> kind and binding key.
-    listed: HashMap<String, (DestinationKind, String)>,
+    /// The target topology's endpoint bindings by address: the delivery
+    /// exchange's first, then (queue-on-exchange form) exchange -> queue.
+    listed: HashMap<String, Vec<Binding>>,
     decided: BTreeMap<String, RouteOutcome>,
     dry_run: bool,
 }
 
 impl Routes {
     pub fn new(target: &Desired, dry_run: bool) -> Routes {
-        let listed = target
-            .endpoint_bindings()
-            .filter_map(|b| match &b.role {
-                Role::EndpointBinding(address) => {
-                    Some((address.clone(), (b.destination_type, b.routing_key.clone())))
-                }
-                _ => None,
-            })
-            .collect();
+        let mut listed: HashMap<String, Vec<Binding>> = HashMap::new();
+        for binding in target.endpoint_bindings() {
+            if let Role::EndpointBinding(address) | Role::EndpointQueueBinding(address) =
+                &binding.role
+            {
+                listed
+                    .entry(address.clone())
+                    .or_default()
+                    .push(binding.clone());
+            }
+        }
         Routes {
             delivery_exchange: target.delivery_exchange.clone(),
             listed,
@@ -109,8 +112,8 @@ impl Routes {
         connection: &Connection,
         address: &str,
     ) -> Result<RouteOutcome> {
-        let (destination, key, listed) = match self.listed.get(address) {
-            Some((kind, key)) => (*kind, key.clone(), true),
+        let (bindings, listed) = match self.listed.get(address) {
+            Some(bindings) => (bindings.clone(), true),
             None => {
                 let kind = if broker::queue_exists(broker, connection, address).await? {
                     DestinationKind::Queue
@@ -123,14 +126,24 @@ impl Routes {
                         ),
                     });
                 };
-                (kind, endpoint_binding_key(address), false)
+                let binding = Binding {
+                    source: self.delivery_exchange.clone(),
+                    destination: address.to_string(),
+                    destination_type: kind,
+                    routing_key: endpoint_binding_key(address),
+                    role: Role::EndpointBinding(address.to_string()),
+                };
+                (vec![binding], false)
             }
         };
+        let (name, destination) = (
+            bindings[0].destination.as_str(),
+            bindings[0].destination_type,
+        );
         let result = if self.dry_run {
-            self.check(broker, connection, address, destination).await?
+            self.check(broker, connection, name, destination).await?
         } else {
-            self.bind(broker, connection, address, destination, key)
-                .await?
+            self.bind(broker, connection, bindings.clone()).await?
         };
         Ok(match result {
             Ok(()) => RouteOutcome::Bound {
@@ -139,7 +152,7 @@ impl Routes {
             },
             Err(refusal) => RouteOutcome::Nowhere {
                 detail: format!(
-                    "cannot bind {} {address} to {}: {}",
+                    "cannot bind {} {name} to {}: {}",
                     destination.as_str(),
                     self.delivery_exchange,
                     refusal.text
@@ -172,26 +185,22 @@ impl Routes {
         })
     }
 
+    /// Binds an address's route, in order: the first refusal is the answer.
     async fn bind(
         &self,
         broker: &Target,
         connection: &Connection,
-        address: &str,
-        destination: DestinationKind,
-        routing_key: String,
+        bindings: Vec<Binding>,
     ) -> Result<Result<(), Refusal>> {
-        let bind = [Operation::Bind(Binding {
-            source: self.delivery_exchange.clone(),
-            destination: address.to_string(),
-            destination_type: destination,
-            routing_key,
-            role: Role::EndpointBinding(address.to_string()),
-        })];
+        let bind: Vec<Operation> = bindings.into_iter().map(Operation::Bind).collect();
         let results = apply::apply(connection, broker, &bind, 1, &ProgressBar::hidden()).await;
         if let Some(error) = apply::connection_failure(&bind, &results) {
             return Err(error);
         }
-        Ok(match results.into_iter().next() {
+        let refused = results
+            .into_iter()
+            .find(|r| matches!(r, OpResult::Refused { .. }));
+        Ok(match refused {
             Some(OpResult::Refused { code, text }) => Err(Refusal {
                 code: code.unwrap_or(0),
                 text,

@@ -5,6 +5,8 @@
 //! by the tests (`node.rs`: which version, ports, TLS and cluster nodes).
 #![allow(dead_code)]
 
+pub mod celery;
+
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
