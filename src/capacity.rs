@@ -1,5 +1,5 @@
-//! Whether the cascade fits: the vhost's limits (`max-queues`,
-//! `max-connections`), which would make install fail halfway, and each
+//! Whether the cascade fits: the vhost's `max-queues`, which would make
+//! install fail halfway, and each
 //! node's file-handle and socket headroom, which RabbitMQ 3.x spends on
 //! quorum queues (about 3 handles each) and stops accepting connections
 //! without. Pure: the numbers come from the management API (observe.rs).
@@ -13,13 +13,11 @@ use crate::topology::QueueType;
 /// File handles RabbitMQ 3.x reserves per quorum queue (seen on 3.10.8).
 const HANDLES_PER_QUORUM_QUEUE: u64 = 3;
 
-/// A vhost's limits; absent or negative means unlimited.
+/// A vhost's limits that matter here; absent or negative means unlimited.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct VhostLimits {
     #[serde(rename = "max-queues")]
     pub max_queues: Option<i64>,
-    #[serde(rename = "max-connections")]
-    pub max_connections: Option<i64>,
 }
 
 /// One node's descriptors as `/api/nodes` reports them. 4.x reports no
@@ -60,13 +58,15 @@ fn limited(limit: Option<i64>) -> Option<usize> {
     limit.and_then(|l| usize::try_from(l).ok())
 }
 
-/// Errors for limits that would stop install halfway: more queues than
-/// `max-queues` leaves room for, or no connection left under `max-connections`.
+/// An error when the queues install would create do not fit in what
+/// `max-queues` leaves: install would stop halfway. (A vhost with no
+/// connection left under `max-connections` refuses the connection that
+/// proves which broker the management API is, so every command stops there,
+/// exit 3, with the broker's own words.)
 pub fn limit_findings(
     vhost: &str,
     limits: &VhostLimits,
     queues_now: usize,
-    connections_now: usize,
     needs: Needs,
 ) -> Vec<Finding> {
     let mut found = Vec::new();
@@ -84,22 +84,6 @@ pub fn limit_findings(
                      (`rabbitmqctl set_vhost_limits -p {vhost} '{{\"max-queues\": {}}}'`)",
                     needs.queues,
                     queues_now + needs.queues
-                ),
-                level: None,
-            });
-        }
-    }
-    if let Some(max) = limited(limits.max_connections) {
-        if connections_now >= max {
-            found.push(Finding {
-                severity: Severity::Error,
-                entity: format!("vhost {vhost}"),
-                kind: "vhost_limit".into(),
-                expected: Some("a free connection".into()),
-                actual: Some(format!("max-connections {max}, {connections_now} open")),
-                message: format!(
-                    "vhost `{vhost}` allows {max} connections (max-connections) and {connections_now} \
-                     are open: install cannot connect"
                 ),
                 level: None,
             });
@@ -175,42 +159,30 @@ mod tests {
     #[test]
     fn limits_decode_from_the_management_api() {
         let limits: VhostLimits =
-            serde_json::from_value(serde_json::json!({"max-queues": 5})).unwrap();
+            serde_json::from_value(serde_json::json!({"max-queues": 5, "max-connections": 2}))
+                .unwrap();
         assert_eq!(limits.max_queues, Some(5));
-        assert_eq!(limits.max_connections, None);
     }
 
     #[test]
     fn a_cascade_that_does_not_fit_max_queues_is_an_error() {
         let limits = VhostLimits {
             max_queues: Some(30),
-            max_connections: None,
         };
-        let found = limit_findings("v", &limits, 3, 0, CASCADE);
+        let found = limit_findings("v", &limits, 3, CASCADE);
         assert_eq!(found.len(), 1);
         assert!(
             found[0].message.contains("allows 30 queues"),
             "{}",
             found[0].message
         );
-        assert!(limit_findings("v", &limits, 2, 0, CASCADE).is_empty());
+        assert!(limit_findings("v", &limits, 2, CASCADE).is_empty());
         let nothing_to_add = Needs::default();
-        assert!(limit_findings("v", &limits, 40, 0, nothing_to_add).is_empty());
+        assert!(limit_findings("v", &limits, 40, nothing_to_add).is_empty());
         let unlimited = VhostLimits {
             max_queues: Some(-1),
-            max_connections: Some(-1),
         };
-        assert!(limit_findings("v", &unlimited, 1000, 1000, CASCADE).is_empty());
-    }
-
-    #[test]
-    fn no_connection_left_is_an_error() {
-        let limits = VhostLimits {
-            max_queues: None,
-            max_connections: Some(2),
-        };
-        assert_eq!(limit_findings("v", &limits, 0, 2, CASCADE).len(), 1);
-        assert!(limit_findings("v", &limits, 0, 1, CASCADE).is_empty());
+        assert!(limit_findings("v", &unlimited, 1000, CASCADE).is_empty());
     }
 
     #[test]

@@ -233,11 +233,10 @@ pub async fn queues<T: serde::de::DeserializeOwned>(
 }
 
 /// What plan and install check before creating anything: the vhost's
-/// limits, its open connections (read only when limited), the nodes' headroom.
+/// limits and the nodes' headroom.
 #[derive(Debug, Clone, Default)]
 pub struct Capacity {
     pub limits: VhostLimits,
-    pub connections: usize,
     pub nodes: Vec<NodeResources>,
 }
 
@@ -257,21 +256,8 @@ pub async fn capacity(management: &Management) -> Result<Capacity> {
         .and_then(|entries| entries.into_iter().next())
         .map(|entry| entry.value)
         .unwrap_or_default();
-    let connections = if limits.max_connections.is_some_and(|max| max >= 0) {
-        let path = format!(
-            "vhosts/{}/connections?columns=name",
-            crate::target::encode_vhost(management.vhost())
-        );
-        management
-            .get_if_permitted::<Vec<Value>>(&path)
-            .await?
-            .map_or(0, |c| c.len())
-    } else {
-        0
-    };
     Ok(Capacity {
         limits,
-        connections,
         nodes: nodes.unwrap_or_default(),
     })
 }

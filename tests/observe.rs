@@ -46,7 +46,7 @@ async fn an_imported_cascade_observes_as_complete() {
     let s = structure(&desired, &observed);
     assert!(s.is_complete(), "{:?}", s.findings());
     assert!(s.findings().is_empty());
-    assert_eq!(management.request_count(), 9);
+    assert_eq!(management.request_count(), 10);
     let broker = observed.broker.unwrap();
     assert_eq!(broker.rabbitmq_version, broker_version());
     assert_eq!(broker.feature_flags["quorum_queue"], "enabled");

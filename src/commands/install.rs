@@ -65,7 +65,6 @@ async fn install_vhost(
             &target.vhost,
             &capacity.limits,
             observed.queues.len(),
-            capacity.connections,
             capacity::Needs::missing(&desired, &structure),
         );
         if !refusals.is_empty() {

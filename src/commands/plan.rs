@@ -119,7 +119,6 @@ async fn plan_vhost(target: &Target, desired: &Desired) -> Result<VhostOutcome> 
         &target.vhost,
         &capacity.limits,
         observed.queues.len(),
-        capacity.connections,
         needs,
     );
     let refusals: Vec<&Finding> = refusals.iter().collect();

@@ -239,8 +239,14 @@ impl BrokerSpec {
         let same_files = files.iter().all(|(name, contents)| {
             std::fs::read(node.dir.join(name)).ok().as_ref() == Some(contents)
         });
+        // A node of this name that this directory did not start (another
+        // checkout, an older harness) is shared as it is, never stopped
+        // under whoever started it.
+        let started_here = node.dir.join("node.env").exists();
         match node.running_node_name() {
-            Some(running) if running == node.spec.node_name() && same_files => return node,
+            Some(running) if running == node.spec.node_name() && (same_files || !started_here) => {
+                return node
+            }
             Some(running) if running == node.spec.node_name() => node.brokers_script("stop", &[]),
             Some(other) => panic!(
                 "management port {} answers as node {other}, not {}: stop it, or choose \
