@@ -5,7 +5,12 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Result;
+use async_rs::traits::{Reactor, RuntimeKit};
+use async_rs::Runtime;
+use lapin::tcp::{AMQPUriTcpExt, AsyncTcpStream};
+use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{Channel, Connection, ConnectionProperties};
+use tcp_stream::RustlsConnector;
 
 use crate::exit::broker;
 use crate::target::{scrub, Target};
@@ -16,18 +21,38 @@ use crate::target::{scrub, Target};
 pub async fn connect(target: &Target) -> Result<Connection> {
     let properties = ConnectionProperties::default()
         .with_connection_name(format!("delaytopo {}", env!("CARGO_PKG_VERSION")).into());
-    let attempt = Connection::connect_with_config(
-        target.amqp_uri(),
-        properties,
-        tls_config(target),
-        lapin::runtime::default_runtime().map_err(|e| broker(format!("no async runtime: {e}")))?,
-    );
-    match tokio::time::timeout(target.timeout, attempt).await {
-        Ok(Ok(connection)) => Ok(connection),
-        Ok(Err(error)) => Err(broker(format!(
+    let runtime =
+        lapin::runtime::default_runtime().map_err(|e| broker(format!("no async runtime: {e}")))?;
+    let uri: AMQPUri = target.amqp_uri().parse().map_err(|e: String| {
+        broker(format!(
             "cannot connect to {}: {}",
             target.amqp_display(),
-            describe(target, &error)
+            scrub(&e, &target.password)
+        ))
+    })?;
+    let attempt = async {
+        let connector = tls_connector(target)?;
+        Ok::<_, anyhow::Error>(
+            Connection::connector(
+                uri,
+                runtime,
+                async move |uri: AMQPUri, runtime| {
+                    transport(&uri, connector.as_ref(), &runtime)
+                        .await
+                        .map_err(lapin::Error::from)
+                },
+                properties,
+            )
+            .await,
+        )
+    };
+    match tokio::time::timeout(target.timeout, attempt).await {
+        Ok(Err(setup)) => Err(setup),
+        Ok(Ok(Ok(connection))) => Ok(connection),
+        Ok(Ok(Err(error))) => Err(broker(format!(
+            "cannot connect to {}: {}",
+            target.amqp_display(),
+            describe_connect(target, &error)
         ))),
         Err(_) => Err(broker(format!(
             "cannot connect to {}: no answer within {} (is the broker up, and does vhost `{}` exist?)",
@@ -38,10 +63,53 @@ pub async fn connect(target: &Target) -> Result<Connection> {
     }
 }
 
-/// The TLS settings of every AMQP connection to `target`: lapin's and the
-/// broker identity check's, so both reach the broker the same way.
-pub fn tls_config(_target: &Target) -> lapin::tcp::OwnedTLSConfig {
-    lapin::tcp::OwnedTLSConfig::default()
+/// Our TLS settings (CA, client identity) for an `amqps://` target, `None`
+/// for plain AMQP: built only when TLS is used.
+pub fn tls_connector(target: &Target) -> Result<Option<RustlsConnector>> {
+    match target.amqp.scheme() {
+        "amqps" => Ok(Some(RustlsConnector::from(target.tls.client_config()?))),
+        _ => Ok(None),
+    }
+}
+
+/// TCP to the broker of `uri`, with our TLS on top when `tls` is given:
+/// lapin's connections and the broker identity check reach the broker the
+/// same way.
+pub async fn transport<RK: RuntimeKit + Send + Sync>(
+    uri: &AMQPUri,
+    tls: Option<&RustlsConnector>,
+    runtime: &Runtime<RK>,
+) -> std::io::Result<AsyncTcpStream<<RK as Reactor>::TcpStream>> {
+    let mut plain = uri.clone();
+    plain.scheme = AMQPScheme::AMQP;
+    let stream = plain.connect_async(runtime).await?;
+    match tls {
+        Some(connector) => stream.into_rustls(connector, &uri.authority.host).await,
+        None => Ok(stream),
+    }
+}
+
+/// Why a connection attempt failed: the TLS check that failed, or lapin's
+/// words, with a hint when the broker dropped a TLS connection unexplained.
+pub fn describe_connect(
+    target: &Target,
+    error: &(dyn std::error::Error + Send + Sync + 'static),
+) -> String {
+    if let Some(tls) = crate::tls::describe_failure(error, &target.tls) {
+        return tls;
+    }
+    let text = match error.downcast_ref::<lapin::Error>() {
+        Some(lapin) => describe(target, lapin),
+        None => scrub(&error.to_string(), &target.password),
+    };
+    let hint = match target.amqp.scheme() {
+        "amqps" => crate::tls::reset_hint(error, &target.tls),
+        _ => None,
+    };
+    match hint {
+        Some(hint) => format!("{text}; {hint}"),
+        None => text,
+    }
 }
 
 /// Runs one broker operation with the target's timeout; `what` names it in errors.
@@ -63,6 +131,9 @@ pub async fn bounded<T>(
 
 /// A lapin error in words, with the password scrubbed.
 pub fn describe(target: &Target, error: &lapin::Error) -> String {
+    if let Some(tls) = crate::tls::describe_failure(error, &target.tls) {
+        return tls;
+    }
     let text = match error.kind() {
         lapin::ErrorKind::ProtocolError(amqp) => {
             format!("{} {}", amqp.get_id(), amqp.get_message())

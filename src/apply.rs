@@ -67,6 +67,37 @@ pub enum OpResult {
     Unanswered { reason: String },
 }
 
+impl Operation {
+    /// The permission this operation needs, in words: RabbitMQ's refusal
+    /// names the entity, the vhost and the user but not always the kind.
+    pub fn permission_needed(&self) -> String {
+        match self {
+            Operation::DeclareExchange(e) => format!("needs `configure` on exchange {}", e.name),
+            Operation::DeclareQueue(q) => match q.arguments.get("x-dead-letter-exchange") {
+                Some(crate::topology::ArgValue::Str(dlx)) => format!(
+                    "needs `configure` on queue {}, `write` on its dead-letter exchange {dlx}",
+                    q.name
+                ),
+                _ => format!("needs `configure` on queue {}", q.name),
+            },
+            Operation::DeleteExchange(name) => format!("needs `configure` on exchange {name}"),
+            Operation::DeleteQueue(name) => format!("needs `configure` on queue {name}"),
+            Operation::Bind(b) | Operation::Unbind(b) => format!(
+                "needs `write` on {} {} and `read` on exchange {}",
+                b.destination_type.as_str(),
+                b.destination,
+                b.source
+            ),
+            Operation::InspectQueue(name) => {
+                format!("needs `configure` on queue {name} (RabbitMQ 4.3+)")
+            }
+            Operation::InspectExchange(name) => {
+                format!("needs `configure` on exchange {name} (RabbitMQ 4.3+)")
+            }
+        }
+    }
+}
+
 impl OpResult {
     pub fn is_done(&self) -> bool {
         matches!(self, OpResult::Done { .. })
@@ -114,18 +145,6 @@ impl Operation {
             Operation::DeleteQueue(name) => format!("deleting queue `{name}`"),
             Operation::InspectQueue(name) => format!("checking queue `{name}`"),
             Operation::InspectExchange(name) => format!("checking exchange `{name}`"),
-        }
-    }
-
-    /// The broker's words for a refusal, plus what changed in 4.3 when a
-    /// passive declare is refused: it needs the configure permission there.
-    fn refusal_text(&self, code: u16, text: String) -> String {
-        match self {
-            Operation::InspectQueue(_) | Operation::InspectExchange(_) if code == 403 => format!(
-                "{text} (from RabbitMQ 4.3 a passive declare needs the configure permission \
-                 on the name)"
-            ),
-            _ => text,
         }
     }
 
@@ -502,9 +521,13 @@ async fn run_lane(
                 Ok(Err(Failure::Broker(error))) => match amqp::channel_refusal_code(&error) {
                     Some(code) => {
                         channel_closed = true;
+                        let mut text = amqp::describe(target, &error);
+                        if code == 403 {
+                            text.push_str(&format!(" [{}]", ops[index].permission_needed()));
+                        }
                         OpResult::Refused {
                             code: Some(code),
-                            text: ops[index].refusal_text(code, amqp::describe(target, &error)),
+                            text,
                         }
                     }
                     None => {
@@ -569,19 +592,6 @@ mod tests {
         }];
         let error = connection_failure(&ops, &other).unwrap().to_string();
         assert!(!error.contains("quorum queues are disabled"), "{error}");
-    }
-
-    #[test]
-    fn a_refused_passive_declare_names_the_configure_permission() {
-        let inspect = Operation::InspectQueue("q".into());
-        let text = inspect.refusal_text(403, "ACCESS_REFUSED".into());
-        assert!(text.contains("needs the configure permission"), "{text}");
-        assert_eq!(inspect.refusal_text(404, "NOT_FOUND".into()), "NOT_FOUND");
-        let delete = Operation::DeleteQueue("q".into());
-        assert_eq!(
-            delete.refusal_text(403, "ACCESS_REFUSED".into()),
-            "ACCESS_REFUSED"
-        );
     }
 
     #[test]

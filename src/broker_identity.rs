@@ -17,14 +17,13 @@
 use anyhow::Result;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use lapin::protocol::{connection, AMQPClass};
-use lapin::tcp::AMQPUriTcpExt;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::uri::{AMQPUri, SASLMechanism};
 
 use amq_protocol::auth::Credentials;
 use amq_protocol::frame::{gen_frame, parse_frame, AMQPFrame, ProtocolVersion, WriteContext};
 
-use crate::amqp::{seconds, tls_config};
+use crate::amqp::{describe_connect, seconds, tls_connector, transport};
 use crate::exit::broker;
 use crate::target::{scrub, Target};
 
@@ -76,11 +75,10 @@ pub async fn over_amqp(target: &Target) -> Result<Identity> {
 async fn handshake(target: &Target) -> Result<Identity, String> {
     let uri: AMQPUri = target.amqp_uri().parse()?;
     let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
-    let tls = tls_config(target);
-    let stream = uri
-        .connect_with_config_async(tls.as_ref(), &runtime)
+    let connector = tls_connector(target).map_err(|e| format!("{e:#}"))?;
+    let stream = transport(&uri, connector.as_ref(), &runtime)
         .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
+        .map_err(|e| format!("cannot connect: {}", describe_connect(target, &e)))?;
     let mut wire = Wire {
         stream,
         buffer: Vec::new(),
@@ -244,10 +242,11 @@ mod tests {
         crate::target::resolve(
             &topology,
             &crate::target::Overrides {
-                url: Some("amqp://u:secret@rabbit:5673/v"),
-                management_url: Some("http://other:15672"),
+                url: &["amqp://u:secret@rabbit:5673/v".to_string()],
+                management_url: &["http://other:15672".to_string()],
                 vhosts: &[],
                 timeout_seconds: 5.0,
+                ..Default::default()
             },
         )
         .unwrap()

@@ -33,17 +33,26 @@ pub struct Global {
         global = true
     )]
     pub topology: PathBuf,
-    /// AMQP URI; overrides broker.url. The vhost is its path.
-    #[arg(long, env = "DELAYTOPO_URL", value_name = "AMQP_URI", global = true)]
-    pub url: Option<String>,
-    /// Management API base URL; overrides broker.management_url.
+    /// AMQP URI; overrides broker.url. The vhost is its path. Repeat it (or
+    /// separate with commas) for a cluster's nodes: they are tried in order.
+    #[arg(
+        long,
+        env = "DELAYTOPO_URL",
+        value_name = "AMQP_URI",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub url: Vec<String>,
+    /// Management API base URL; overrides broker.management_url. One for
+    /// all nodes (a load balancer), or one per --url, in the same order.
     #[arg(
         long,
         env = "DELAYTOPO_MANAGEMENT_URL",
         value_name = "URL",
+        value_delimiter = ',',
         global = true
     )]
-    pub management_url: Option<String>,
+    pub management_url: Vec<String>,
     /// Vhost to act on; repeat for several. Overrides the URL's vhost and broker.vhosts.
     #[arg(long = "vhost", value_name = "VHOST", global = true)]
     pub vhosts: Vec<String>,
@@ -65,6 +74,52 @@ pub struct Global {
         global = true
     )]
     pub timeout: f64,
+    // Last: the heading applies to every global option after it.
+    #[command(flatten, next_help_heading = "Credentials and TLS")]
+    pub access: AccessArgs,
+}
+
+/// Where the password comes from and the TLS identity, for the broker of
+/// `--url` (transfer's target has its own `--to-` options).
+#[derive(Debug, Args)]
+pub struct AccessArgs {
+    /// File holding the password (e.g. a mounted secret); overrides the URL's.
+    /// DELAYTOPO_PASSWORD may hold the password itself.
+    #[arg(
+        long,
+        env = "DELAYTOPO_PASSWORD_FILE",
+        value_name = "PATH",
+        global = true
+    )]
+    pub password_file: Option<PathBuf>,
+    /// PEM CA certificate(s) to trust for amqps:// and https://, instead of
+    /// the system store.
+    #[arg(
+        long,
+        env = "DELAYTOPO_TLS_CA_CERT_FILE",
+        value_name = "PATH",
+        global = true
+    )]
+    pub tls_ca_cert_file: Option<PathBuf>,
+    /// PEM client certificate, shown to the broker on AMQPS and HTTPS; with
+    /// `?auth_mechanism=external` in the URL it is also the AMQP login.
+    #[arg(
+        long,
+        env = "DELAYTOPO_TLS_CERT_FILE",
+        value_name = "PATH",
+        global = true,
+        requires = "tls_key_file"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate (unencrypted).
+    #[arg(
+        long,
+        env = "DELAYTOPO_TLS_KEY_FILE",
+        value_name = "PATH",
+        global = true,
+        requires = "tls_cert_file"
+    )]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -93,11 +148,30 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Move delayed messages from this broker's cascade to another broker.
     Transfer(TransferArgs),
+    /// Print the least permissions each command needs for this topology.
+    Permissions(PermissionsArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct PermissionsArgs {
+    /// Commands to cover (install, verify, plan, teardown, probe, migrate,
+    /// transfer); all when none is named.
+    #[arg(value_name = "COMMAND")]
+    pub commands: Vec<String>,
+    /// The user the rabbitmqctl lines are written for.
+    #[arg(long, default_value = "delaytopo")]
+    pub user: String,
+    /// migrate's source topology, whose queues migrate reads.
+    #[arg(long, value_name = "PATH")]
+    pub from: Option<std::path::PathBuf>,
+    /// The poison queue of migrate and transfer.
+    #[arg(long, default_value = "delaytopo.poison")]
+    pub poison_queue: String,
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +238,29 @@ pub struct TransferArgs {
     /// Management API of the target broker.
     #[arg(long, value_name = "URL")]
     pub to_management_url: Option<String>,
+    /// Password file for the target broker; DELAYTOPO_TO_PASSWORD may hold
+    /// the password itself.
+    #[arg(long, env = "DELAYTOPO_TO_PASSWORD_FILE", value_name = "PATH")]
+    pub to_password_file: Option<PathBuf>,
+    /// PEM CA certificate(s) to trust for the target broker, instead of the system store.
+    #[arg(long, env = "DELAYTOPO_TO_TLS_CA_CERT_FILE", value_name = "PATH")]
+    pub to_tls_ca_cert_file: Option<PathBuf>,
+    /// PEM client certificate for the target broker.
+    #[arg(
+        long,
+        env = "DELAYTOPO_TO_TLS_CERT_FILE",
+        value_name = "PATH",
+        requires = "to_tls_key_file"
+    )]
+    pub to_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the target broker's client certificate.
+    #[arg(
+        long,
+        env = "DELAYTOPO_TO_TLS_KEY_FILE",
+        value_name = "PATH",
+        requires = "to_tls_cert_file"
+    )]
+    pub to_tls_key_file: Option<PathBuf>,
     #[command(flatten)]
     pub moving: MoveArgs,
 }

@@ -30,8 +30,17 @@ impl Context {
         let targets = target::resolve(
             &topology,
             &target::Overrides {
-                url: global.url.as_deref(),
-                management_url: global.management_url.as_deref(),
+                url: &global.url,
+                management_url: &global.management_url,
+                access: target::Access::given(
+                    "",
+                    target::GivenFiles {
+                        password_file: &global.access.password_file,
+                        tls_ca_cert_file: &global.access.tls_ca_cert_file,
+                        tls_cert_file: &global.access.tls_cert_file,
+                        tls_key_file: &global.access.tls_key_file,
+                    },
+                ),
                 vhosts: &global.vhosts,
                 timeout_seconds: global.timeout,
             },

@@ -16,7 +16,9 @@ use crate::topology::{ArgValue, QueueType};
 use crate::versions;
 use crate::{capacity, deprecations};
 
+mod cluster;
 mod jams;
+pub use cluster::{alarm_findings, quorum_findings};
 pub use jams::{backlogged_levels, history_query, jam_findings};
 
 /// One level queue as verify reports it (JSON `levels`, the text table's rows).
@@ -79,6 +81,7 @@ pub fn findings(desired: &Desired, observed: &Observed, structure: &Structure) -
             &observed.queues,
             broker.cluster_nodes,
         ));
+        found.extend(alarm_findings(broker));
     }
     found.extend(address_suffix_findings(desired, structure));
     found.extend(information(desired, &observed.queues, structure));
@@ -439,60 +442,6 @@ pub fn broker_findings(desired: &Desired, broker: &BrokerInfo) -> Vec<Finding> {
     found
 }
 
-/// Quorum level queues without a majority online, or with one member on a cluster.
-pub fn quorum_findings(desired: &Desired, queues: &Queues, cluster_nodes: usize) -> Vec<Finding> {
-    let mut found = Vec::new();
-    for level_queue in &desired.queues {
-        let Some(queue) = queues.get(&level_queue.name) else {
-            continue;
-        };
-        if queue.queue_type != "quorum" || queue.members.is_empty() {
-            continue;
-        }
-        let members = queue.members.len();
-        let online = queue
-            .online
-            .iter()
-            .filter(|node| queue.members.contains(node))
-            .count();
-        let entity = format!("queue {}", queue.name);
-        if online * 2 <= members {
-            found.push(finding(
-                Severity::Error,
-                entity,
-                "quorum_unavailable",
-                (
-                    format!("more than {} of {members} members online", members / 2),
-                    format!("{online} of {members} online"),
-                ),
-                format!(
-                    "queue {} has {online} of {members} members online, not a majority: the \
-                     level can neither take nor pass on delayed messages",
-                    queue.name
-                ),
-                Some(level_queue.level),
-            ));
-        } else if members == 1 && cluster_nodes > 1 {
-            found.push(finding(
-                Severity::Warning,
-                entity,
-                "single_member",
-                (
-                    format!("members on several of {cluster_nodes} nodes"),
-                    "1 member".into(),
-                ),
-                format!(
-                    "queue {} has a single member on a {cluster_nodes}-node cluster: losing \
-                     node {} stops the level",
-                    queue.name, queue.members[0]
-                ),
-                Some(level_queue.level),
-            ));
-        }
-    }
-    found
-}
-
 /// The addresses bound on the delivery exchange: listed endpoints and the
 /// well-formed endpoint bindings applications made themselves.
 fn endpoint_addresses(desired: &Desired, structure: &Structure) -> BTreeSet<String> {
@@ -799,6 +748,7 @@ mod tests {
             feature_flags: BTreeMap::from([("quorum_queue".into(), "enabled".into())]),
             statistics_disabled: true,
             cluster_nodes: 1,
+            alarms: vec![],
             unreadable: vec![],
             nodes: vec![],
             deprecated_used: None,
@@ -844,37 +794,6 @@ mod tests {
             (found[0].kind.as_str(), found[0].severity),
             ("unchecked", Severity::Info)
         );
-    }
-
-    #[test]
-    fn a_minority_online_is_an_error_and_a_single_member_on_a_cluster_a_warning() {
-        let d = desired("");
-        let mut observed = installed(&d);
-        let q = observed.queues.get_mut("nsb.v2.delay-level-03").unwrap();
-        q.members = vec!["a".into(), "b".into(), "c".into()];
-        q.online = vec!["a".into()];
-        let found = quorum_findings(&d, &observed.queues, 1);
-        assert_eq!(found.len(), 1);
-        assert_eq!(found[0].kind, "quorum_unavailable");
-        assert_eq!(found[0].actual.as_deref(), Some("1 of 3 online"));
-        let q = observed.queues.get_mut("nsb.v2.delay-level-03").unwrap();
-        q.online = vec!["a".into(), "c".into()];
-        assert!(quorum_findings(&d, &observed.queues, 1).is_empty());
-        // Two of four is not a majority.
-        let q = observed.queues.get_mut("nsb.v2.delay-level-03").unwrap();
-        q.members.push("d".into());
-        let found = quorum_findings(&d, &observed.queues, 1);
-        assert_eq!(found.len(), 1);
-        assert_eq!(
-            found[0].expected.as_deref(),
-            Some("more than 2 of 4 members online")
-        );
-
-        let on_cluster = quorum_findings(&d, &installed(&d).queues, 3);
-        assert_eq!(on_cluster.len(), 28);
-        assert!(on_cluster
-            .iter()
-            .all(|f| f.kind == "single_member" && f.severity == Severity::Warning));
     }
 
     #[test]

@@ -16,9 +16,11 @@ use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header;
+use hyper::{Method, StatusCode};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::amqp::seconds;
@@ -104,7 +106,7 @@ impl Management {
     }
 
     fn decode<T: DeserializeOwned>(&self, path: &str, answer: &Answer) -> Result<T> {
-        serde_json::from_slice(&answer.body)
+        crate::lenient_json::from_slice(&answer.body)
             .map_err(|e| self.failure(path, &format!("unexpected answer: {e}")))
     }
 
@@ -141,16 +143,33 @@ impl Management {
             self.proven_same_broker(),
             self.unproven_request(method, path, body)
         );
-        proven?;
-        answer
+        match proven {
+            Ok(()) => answer,
+            Err(error) if NotProvenSameBroker::is(&error) => Err(error),
+            // The management API itself failed (refused credentials, say):
+            // this request's own answer tells it, naming what was asked.
+            Err(error) => match answer {
+                Ok(answer) if !answer.status.is_success() => Ok(answer),
+                Ok(_) => Err(error),
+                Err(failed) => Err(failed),
+            },
+        }
     }
 
     async fn proven_same_broker(&self) -> Result<()> {
         let outcome = self
             .same_broker
             .get_or_init(|| async {
+                // A node picked by `failover` has already said who it is.
+                let known = self.target.identity.clone();
+                let over_amqp = async {
+                    match known {
+                        Some(identity) => Ok(identity),
+                        None => broker_identity::over_amqp(&self.target).await,
+                    }
+                };
                 let (over_amqp, overview) = tokio::join!(
-                    broker_identity::over_amqp(&self.target),
+                    over_amqp,
                     self.unproven_request(Method::GET, "overview", None)
                 );
                 // The management API failing is its own error (install then
@@ -190,14 +209,17 @@ impl Management {
         let exchange = self.http.exchange(&self.target, method, &url, body);
         match tokio::time::timeout(self.target.timeout, exchange).await {
             Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(TransportError::Connect(cause))) => Err(self.failure(
+            Ok(Err(TransportError::Refused(cause))) => Err(self.failure(
                 path,
                 &format!(
                     "cannot connect (is the management plugin enabled? \
-                     `rabbitmq-plugins enable rabbitmq_management`): {cause}"
+                     `rabbitmq-plugins enable rabbitmq_management`): {}",
+                    scrub(&cause, &self.target.password)
                 ),
             )),
-            Ok(Err(TransportError::Other(cause))) => Err(self.failure(path, &cause)),
+            Ok(Err(TransportError::Other(cause))) => {
+                Err(self.failure(path, &scrub(&cause, &self.target.password)))
+            }
             Err(_) => Err(self.failure(
                 path,
                 &format!("no answer within {}", seconds(self.target.timeout)),
@@ -209,21 +231,9 @@ impl Management {
     fn checked(&self, path: &str, answer: Answer) -> Result<Answer> {
         match answer.status {
             status if status.is_success() => Ok(answer),
-            StatusCode::UNAUTHORIZED => Err(self.failure(
-                path,
-                &format!(
-                    "user `{}` was refused (401): wrong credentials",
-                    self.target.username
-                ),
-            )),
-            StatusCode::FORBIDDEN => Err(self.failure(
-                path,
-                &format!(
-                    "user `{}` may not do this (403): it needs the `monitoring` or \
-                     `management` tag and permissions on vhost `{}`",
-                    self.target.username, self.target.vhost
-                ),
-            )),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Err(self.failure(path, &self.refusal(answer.status, &answer.body)))
+            }
             StatusCode::NOT_FOUND => Err(self.failure(
                 path,
                 &format!("not found (404): does vhost `{}` exist?", self.target.vhost),
@@ -238,13 +248,42 @@ impl Management {
         }
     }
 
-    fn failure(&self, path: &str, reason: &str) -> anyhow::Error {
-        broker(scrub(
-            &format!(
-                "management API {}api/{path}: {reason}",
-                self.target.management_display()
+    /// A 401/403 in words: the broker's own `reason` says whether the
+    /// credentials were wrong or the user lacks a tag or the vhost.
+    fn refusal(&self, status: StatusCode, body: &[u8]) -> String {
+        let reason = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["reason"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        let user = &self.target.username;
+        let vhost = &self.target.vhost;
+        let code = status.as_u16();
+        let hint = match reason.as_str() {
+            "Login failed" => "wrong credentials".to_string(),
+            "Not management user" => format!(
+                "give it the `management` tag: rabbitmqctl set_user_tags {user} management"
             ),
-            &self.target.password,
+            "Not monitor user" => "it needs the `monitoring` tag".to_string(),
+            "Not administrator user" => "it needs the `administrator` tag".to_string(),
+            r if r.contains("virtual host") => format!(
+                "it has no permissions on vhost `{vhost}`: rabbitmqctl set_permissions -p {vhost} {user} ... \
+                 (see `delaytopo permissions`)"
+            ),
+            _ => format!("it needs the `management` tag and permissions on vhost `{vhost}`"),
+        };
+        let said = if reason.is_empty() {
+            String::new()
+        } else {
+            format!(" \"{}\"", scrub(&reason, &self.target.password))
+        };
+        format!("user `{user}` was refused ({code}{said}): {hint}")
+    }
+
+    /// `reason` is our own words, or client text already scrubbed.
+    fn failure(&self, path: &str, reason: &str) -> anyhow::Error {
+        broker(format!(
+            "management API {}api/{path}: {reason}",
+            self.target.management_display()
         ))
     }
 }
@@ -257,27 +296,39 @@ struct Answer {
 }
 
 enum TransportError {
-    Connect(String),
+    /// Nothing listens on the port: the management plugin may be off.
+    Refused(String),
     Other(String),
 }
 
 impl TransportError {
-    fn new(is_connect: bool, error: &(dyn std::error::Error + 'static)) -> TransportError {
-        if is_connect {
-            TransportError::Connect(root_cause(error))
+    fn new(error: &hyper_util::client::legacy::Error, target: &Target) -> TransportError {
+        if let Some(tls) = crate::tls::describe_failure(error, &target.tls) {
+            return TransportError::Other(tls);
+        }
+        let mut cause: &(dyn std::error::Error + 'static) = error;
+        while let Some(source) = cause.source() {
+            cause = source;
+        }
+        let refused = cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
+        if refused {
+            TransportError::Refused(root_cause(error))
         } else {
             TransportError::Other(root_cause(error))
         }
     }
 }
 
-/// How requests travel. Plain `http://` goes through hyper directly: a
-/// TLS-capable client loads the system certificate store when it is built,
-/// which costs more than a whole verify on loopback. `https://` uses reqwest.
-#[derive(Clone)]
-enum Transport {
-    Plain(hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>),
-    Tls(reqwest::Client),
+/// How requests travel: one HTTP client (hyper), with TLS (hyper-rustls,
+/// our own rustls configuration) only for `https://`. Plain `http://` never
+/// builds a TLS configuration: loading the system certificate store costs
+/// more than a whole verify on loopback.
+#[derive(Clone, Debug)]
+pub(crate) enum Transport {
+    Plain(Client<HttpConnector, Full<Bytes>>),
+    Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
 }
 
 const USER_AGENT: &str = concat!("delaytopo/", env!("CARGO_PKG_VERSION"));
@@ -290,92 +341,70 @@ impl Transport {
         url: &url::Url,
         body: Option<Bytes>,
     ) -> Result<Answer, TransportError> {
-        match self {
-            Transport::Plain(client) => {
-                let credentials = format!("{}:{}", target.username, target.password);
-                let mut request = hyper::Request::builder()
-                    .method(method)
-                    .uri(url.as_str())
-                    .header(header::USER_AGENT, USER_AGENT)
-                    .header(
-                        header::AUTHORIZATION,
-                        format!("Basic {}", BASE64.encode(credentials)),
-                    );
-                if body.is_some() {
-                    request = request.header(header::CONTENT_TYPE, "application/json");
-                }
-                let request = request
-                    .body(Full::new(body.unwrap_or_default()))
-                    .map_err(|e| TransportError::Other(e.to_string()))?;
-                let response = client
-                    .request(request)
-                    .await
-                    .map_err(|e| TransportError::new(e.is_connect(), &e))?;
-                let status = response.status();
-                let body = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| TransportError::Other(format!("reading the answer failed: {e}")))?
-                    .to_bytes();
-                Ok(Answer { status, body })
-            }
-            Transport::Tls(client) => {
-                let mut request = client
-                    .request(method, url.clone())
-                    .basic_auth(&target.username, Some(&target.password));
-                if let Some(body) = body {
-                    request = request
-                        .header(header::CONTENT_TYPE, "application/json")
-                        .body(body);
-                }
-                let response = request
-                    .send()
-                    .await
-                    .map_err(|e| TransportError::new(e.is_connect(), &e))?;
-                let status = response.status();
-                let body = response.bytes().await.map_err(|e| {
-                    TransportError::Other(format!("reading the answer failed: {e}"))
-                })?;
-                Ok(Answer { status, body })
-            }
+        let credentials = format!("{}:{}", target.username, target.password);
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(url.as_str())
+            .header(header::USER_AGENT, USER_AGENT)
+            .header(
+                header::AUTHORIZATION,
+                format!("Basic {}", BASE64.encode(credentials)),
+            );
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
         }
+        let request = request
+            .body(Full::new(body.unwrap_or_default()))
+            .map_err(|e| TransportError::Other(e.to_string()))?;
+        let response = match self {
+            Transport::Plain(client) => client.request(request).await,
+            Transport::Tls(client) => client.request(request).await,
+        }
+        .map_err(|e| TransportError::new(&e, target))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| TransportError::Other(format!("reading the answer failed: {e}")))?
+            .to_bytes();
+        Ok(Answer { status, body })
     }
 }
 
-/// One transport per process: its connection pool serves every vhost of a
-/// run, and building it is paid once.
+/// The transport for `target`: the plain one is shared by the whole process,
+/// a TLS one by every vhost of one broker (it carries that broker's client
+/// identity), so that one connection pool serves a run and set-up is paid once.
 fn shared_transport(target: &Target) -> Result<Transport> {
-    // One per scheme: a transfer may read an http:// and an https:// broker.
     static PLAIN: OnceLock<Transport> = OnceLock::new();
-    static TLS: OnceLock<Transport> = OnceLock::new();
+    let connector = || {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(target.timeout));
+        connector.set_nodelay(true);
+        connector
+    };
     if target.management.scheme() == "http" {
         return Ok(PLAIN
             .get_or_init(|| {
-                let mut connector = HttpConnector::new();
-                connector.set_connect_timeout(Some(target.timeout));
-                connector.set_nodelay(true);
-                Transport::Plain(
-                    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-                        .build(connector),
-                )
+                Transport::Plain(Client::builder(TokioExecutor::new()).build(connector()))
             })
             .clone());
     }
-    if let Some(transport) = TLS.get() {
+    if let Some(transport) = target.tls.http_transport.get() {
         return Ok(transport.clone());
     }
-    let client = reqwest::Client::builder()
-        .timeout(target.timeout)
-        .connect_timeout(target.timeout)
-        .no_proxy()
-        .user_agent(USER_AGENT)
-        .build()
-        .map_err(|e| broker(format!("cannot set up an HTTP client: {e}")))?;
-    Ok(TLS.get_or_init(|| Transport::Tls(client)).clone())
+    let mut http = connector();
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(Arc::unwrap_or_clone(target.tls.client_config()?))
+        .https_only()
+        .enable_http1()
+        .wrap_connector(http);
+    let transport = Transport::Tls(Client::builder(TokioExecutor::new()).build(https));
+    Ok(target.tls.http_transport.get_or_init(|| transport).clone())
 }
 
-/// The innermost cause of a reqwest error: its own text is mostly the URL.
+/// The innermost cause of a client error: the outer texts mostly repeat the URL.
 fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = error;
     while let Some(source) = cause.source() {

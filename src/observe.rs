@@ -68,6 +68,8 @@ pub struct ObservedQueue {
     pub members: Vec<String>,
     #[serde(default)]
     pub online: Vec<String>,
+    /// The quorum queue's leader node (where its dead-letter worker runs).
+    pub leader: Option<String>,
     pub policy: Option<String>,
     pub operator_policy: Option<String>,
     #[serde(default, deserialize_with = "policy_definition")]
@@ -131,6 +133,9 @@ pub struct BrokerInfo {
     pub feature_flags: BTreeMap<String, String>,
     pub statistics_disabled: bool,
     pub cluster_nodes: usize,
+    /// Resource alarms in force, as `node: memory` / `node: disk` (every
+    /// publish, dead-lettering included, is blocked while one is).
+    pub alarms: Vec<String>,
     /// The API paths the user was refused (`feature-flags` needs the
     /// administrator tag, `nodes` monitoring): what they tell was not checked.
     pub unreadable: Vec<&'static str>,
@@ -151,6 +156,15 @@ struct Overview {
 struct FeatureFlag {
     name: String,
     state: String,
+}
+
+#[derive(Deserialize)]
+struct Node {
+    name: String,
+    #[serde(default)]
+    mem_alarm: bool,
+    #[serde(default)]
+    disk_free_alarm: bool,
 }
 
 impl<'de> Deserialize<'de> for DestinationKind {
@@ -262,6 +276,26 @@ pub async fn capacity(management: &Management) -> Result<Capacity> {
     })
 }
 
+/// The resource alarms in force on any node: `None` when the user may not
+/// read `/api/nodes` (it needs the `monitoring` tag).
+pub async fn alarms(management: &Management) -> Result<Option<Vec<String>>> {
+    let nodes = management.get_if_permitted::<Vec<Node>>("nodes").await?;
+    Ok(nodes.map(|nodes| alarms_of(&nodes)))
+}
+
+fn alarms_of(nodes: &[Node]) -> Vec<String> {
+    nodes
+        .iter()
+        .flat_map(|node| {
+            [
+                (node.mem_alarm, format!("{}: memory", node.name)),
+                (node.disk_free_alarm, format!("{}: disk", node.name)),
+            ]
+        })
+        .filter_map(|(on, alarm)| on.then_some(alarm))
+        .collect()
+}
+
 /// Reads the client's vhost at the given depth.
 pub async fn observe(management: &Management, depth: Depth) -> Result<Observed> {
     let exchanges = management.get::<Vec<ObservedExchange>>(management.vhost_path("exchanges"));
@@ -278,7 +312,8 @@ pub async fn observe(management: &Management, depth: Depth) -> Result<Observed> 
                 management.get::<Vec<Policy>>(management.vhost_path("operator-policies"));
             let overview = management.get::<Overview>("overview");
             let flags = management.get_if_permitted::<Vec<FeatureFlag>>("feature-flags");
-            let nodes = management.get_if_permitted::<Vec<NodeResources>>("nodes");
+            // Read once, taken two ways: resource alarms and descriptor headroom.
+            let nodes = management.get_if_permitted::<Vec<Value>>("nodes");
             let deprecated =
                 management.get_if_permitted::<Vec<DeprecatedFeature>>("deprecated-features/used");
             let (e, q, b, p, op, o, f, n, d) = futures::try_join!(
@@ -306,7 +341,18 @@ pub async fn observe(management: &Management, depth: Depth) -> Result<Observed> 
                 },
                 |n| n.len(),
             );
+            let (alarm_states, resources): (Vec<Node>, Vec<NodeResources>) = n
+                .iter()
+                .flatten()
+                .filter_map(|node| {
+                    let alarms = serde_json::from_value(node.clone()).ok()?;
+                    let resources = serde_json::from_value(node.clone()).ok()?;
+                    Some((alarms, resources))
+                })
+                .unzip();
+            let alarms = alarms_of(&alarm_states);
             let broker = BrokerInfo {
+                alarms,
                 rabbitmq_version: o.rabbitmq_version,
                 feature_flags: f
                     .unwrap_or_default()
@@ -316,7 +362,7 @@ pub async fn observe(management: &Management, depth: Depth) -> Result<Observed> 
                 statistics_disabled: o.disable_stats,
                 cluster_nodes,
                 unreadable,
-                nodes: n.unwrap_or_default(),
+                nodes: resources,
                 deprecated_used: d,
             };
             (e, q, b, Some((p, op, broker)))

@@ -67,3 +67,13 @@ pub fn with_ok(ok: bool, fields: Value) -> Value {
 pub fn error_document(message: &str, exit_code: u8) -> Value {
     serde_json::json!({ "ok": false, "error": message, "exit_code": exit_code })
 }
+
+/// The first `shown` items joined by `separator`, then how many more: a
+/// list in an error message that cannot grow a line to kilobytes.
+pub fn first_few(items: &[String], shown: usize, separator: &str) -> String {
+    let listed = items[..items.len().min(shown)].join(separator);
+    match items.len().saturating_sub(shown) {
+        0 => listed,
+        more => format!("{listed}{separator}and {more} more"),
+    }
+}

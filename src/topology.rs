@@ -38,21 +38,37 @@ pub struct Topology {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerSection {
-    /// AMQP URI; its path is the vhost.
-    pub url: String,
-    /// Management API base URL; derived from `url` when absent.
-    pub management_url: Option<String>,
+    /// AMQP URI; its path is the vhost. A list names a cluster's nodes,
+    /// tried in order.
+    #[serde(deserialize_with = "url_list")]
+    pub url: Vec<String>,
+    /// Management API base URL (or one per `url`); derived from `url` when absent.
+    #[serde(default, deserialize_with = "optional_url_list")]
+    pub management_url: Option<Vec<String>>,
     /// Vhosts to manage in one run; the URL's own vhost when absent.
     #[serde(deserialize_with = "bounded_vhosts")]
     pub vhosts: Option<Vec<String>>,
+    /// File holding the password (a mounted secret), so that it is in neither
+    /// the URL nor this file.
+    pub password_file: Option<PathBuf>,
+    /// PEM CA certificates trusted instead of the system store.
+    pub tls_ca_cert_file: Option<PathBuf>,
+    /// PEM client certificate (client identity), with `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for BrokerSection {
     fn default() -> Self {
         BrokerSection {
-            url: "amqp://guest:guest@localhost:5672/%2f".to_string(),
+            url: vec!["amqp://guest:guest@localhost:5672/%2f".to_string()],
             management_url: None,
             vhosts: None,
+            password_file: None,
+            tls_ca_cert_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -207,6 +223,34 @@ fn bounded_vhosts<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>
         }
     }
     d.deserialize_any(Entries)
+}
+
+/// The most URLs one broker may be given: a cluster's nodes, not a scan.
+pub const MAX_URLS: usize = 16;
+
+/// A URL or a non-empty list of them (a cluster's nodes, in the order tried).
+fn url_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let urls = match OneOrMany::deserialize(d)? {
+        OneOrMany::One(url) => vec![url],
+        OneOrMany::Many(urls) => urls,
+    };
+    if urls.is_empty() || urls.len() > MAX_URLS {
+        return Err(de::Error::custom(format!(
+            "give one URL or a list of 1 to {MAX_URLS} (one per node), not {}",
+            urls.len()
+        )));
+    }
+    Ok(urls)
+}
+
+fn optional_url_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    url_list(d).map(Some)
 }
 
 /// Why `address` cannot be an endpoint address, if it cannot: it becomes
@@ -418,7 +462,7 @@ impl Topology {
                 path: path.to_path_buf(),
                 line,
                 column,
-                message: strip_location(&e.to_string()),
+                message: readable(&strip_location(&e.to_string())),
             }
         })?;
         let raw = raw.unwrap_or_default();
@@ -435,7 +479,7 @@ impl Topology {
                     path: path.to_path_buf(),
                     line,
                     column,
-                    message,
+                    message: readable(&message),
                 }
             })?;
         Ok(topology)
@@ -533,6 +577,32 @@ fn strip_location(message: &str) -> String {
     match message.rfind(" at line ") {
         Some(at) => message[..at].to_string(),
         None => message.to_string(),
+    }
+}
+
+/// A message in plain words: Rust type names replaced, and a quoted value
+/// the file got wrong cut to its start, so that a long one cannot grow the
+/// line to kilobytes.
+fn readable(message: &str) -> String {
+    static STRUCT: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    static QUOTED: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let structs =
+        STRUCT.get_or_init(|| regex::Regex::new(r"struct [A-Za-z]+").expect("valid regex"));
+    let quoted = QUOTED
+        .get_or_init(|| regex::Regex::new(r#"(["`])([^"`]{61,})(["`])"#).expect("valid regex"));
+    let message = structs.replace_all(message, "a mapping of keys");
+    let message = quoted
+        .replace_all(&message, |caps: &regex::Captures<'_>| {
+            let value = &caps[2];
+            let start: String = value.chars().take(40).collect();
+            format!("{}{start}…{} ({} bytes)", &caps[1], &caps[3], value.len())
+        })
+        .into_owned();
+    // Whatever else a value held (quotes of its own, say): never kilobytes.
+    const LONGEST: usize = 400;
+    match message.char_indices().nth(LONGEST) {
+        Some((cut, _)) => format!("{}… ({} bytes more)", &message[..cut], message.len() - cut),
+        None => message,
     }
 }
 
@@ -729,6 +799,31 @@ mod tests {
             let e = error(&endpoint(key));
             assert!(e.contains(&format!("routing_key `{key}`")), "{key}: {e}");
         }
+    }
+
+    #[test]
+    fn a_broker_url_is_one_url_or_a_list_of_nodes() {
+        let one = parse("broker:\n  url: amqp://a/\n").unwrap();
+        assert_eq!(one.broker.url, ["amqp://a/"]);
+        let many = parse("broker:\n  url: [amqp://a/, amqp://b/]\n  management_url: http://lb/\n")
+            .unwrap();
+        assert_eq!(many.broker.url, ["amqp://a/", "amqp://b/"]);
+        assert_eq!(
+            many.broker.management_url,
+            Some(vec!["http://lb/".to_string()])
+        );
+        let e = error("broker:\n  url: []\n");
+        assert!(e.starts_with("t.yaml:2:") && e.contains("not 0"), "{e}");
+    }
+
+    #[test]
+    fn messages_name_no_rust_types_and_cut_long_values() {
+        let e = error(&format!("\"{}\"\n", "v".repeat(5000)));
+        assert!(e.len() < 200 && e.contains("(5000 bytes)"), "{e}");
+        assert!(
+            e.contains("expected a mapping of keys") && !e.contains("struct"),
+            "{e}"
+        );
     }
 
     #[test]

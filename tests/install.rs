@@ -21,10 +21,11 @@ fn target_and_desired(vhost: &TestVhost, topology: &str) -> (Target, Desired) {
     let targets = target::resolve(
         &topology,
         &target::Overrides {
-            url: Some(&url),
-            management_url: Some(management()),
+            url: std::slice::from_ref(&url),
+            management_url: &[management().to_string()],
             vhosts: &[],
             timeout_seconds: 30.0,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -19,10 +19,11 @@ fn setup(vhost: &TestVhost, yaml: &str) -> (delaytopo::target::Target, Desired) 
     let target = resolve(
         &topology,
         &Overrides {
-            url: Some(&url),
-            management_url: Some(management()),
+            url: std::slice::from_ref(&url),
+            management_url: &[management().to_string()],
             vhosts: &[],
             timeout_seconds: 10.0,
+            ..Default::default()
         },
     )
     .unwrap()
@@ -46,6 +47,7 @@ async fn an_imported_cascade_observes_as_complete() {
     let s = structure(&desired, &observed);
     assert!(s.is_complete(), "{:?}", s.findings());
     assert!(s.findings().is_empty());
+    // Nine reads and the overview that proves the broker, all at once.
     assert_eq!(management.request_count(), 10);
     let broker = observed.broker.unwrap();
     assert_eq!(broker.rabbitmq_version, broker_version());

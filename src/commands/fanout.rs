@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use crate::cascade::Desired;
 use crate::context::Context;
 use crate::exit;
+use crate::failover;
 use crate::report::Outcome;
 use crate::target::Target;
 
@@ -29,6 +30,7 @@ where
     Fut: Future<Output = Result<VhostOutcome>>,
 {
     if let [(target, desired)] = context.targets.as_slice() {
+        let target = failover::reachable(target.clone()).await?;
         let result = run(target.clone(), desired.clone()).await?;
         let mut json = result.json;
         if let Value::Object(map) = &mut json {
@@ -39,8 +41,15 @@ where
 
     let results: Vec<(String, Result<VhostOutcome>)> = stream::iter(context.targets.iter())
         .map(|(target, desired)| {
-            let future = run(target.clone(), desired.clone());
-            async move { (target.vhost.clone(), future.await) }
+            let vhost = target.vhost.clone();
+            let run = &run;
+            async move {
+                let outcome = match failover::reachable(target.clone()).await {
+                    Ok(target) => run(target, desired.clone()).await,
+                    Err(error) => Err(error),
+                };
+                (vhost, outcome)
+            }
         })
         .buffered(context.concurrency)
         .collect()

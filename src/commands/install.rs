@@ -21,6 +21,7 @@ use crate::diff::{self, binding_entity, Finding, Severity, Structure};
 use crate::exit::broker;
 use crate::mgmt::{Management, NotProvenSameBroker};
 use crate::observe::{self, observe, Depth, Observed};
+use crate::preflight;
 use crate::progress::Progress;
 use crate::report::Outcome;
 use crate::target::Target;
@@ -50,10 +51,15 @@ async fn install_vhost(
     };
     let (observed, capacity) = match Management::new(&target) {
         Ok(management) => {
-            let (observed, capacity) = futures::join!(
+            let (observed, capacity, allowed) = futures::join!(
                 observe(&management, Depth::Definitions),
-                observe::capacity(&management)
+                observe::capacity(&management),
+                preflight::check(&management, &target, "install", &desired)
             );
+            if let Err(refused) = allowed {
+                connecting.abort();
+                return Err(refused);
+            }
             (observed, capacity.ok())
         }
         Err(error) => (Err(error), None),
@@ -355,6 +361,17 @@ struct Applied {
 }
 
 impl Applied {
+    /// What was in place before a refusal stopped install, briefly.
+    fn already_done(&self) -> String {
+        match self.done.len() {
+            0 => "; nothing was declared".to_string(),
+            n => format!(
+                "; {n} declared before it stopped: {}",
+                crate::report::first_few(&self.done, 5, ", ")
+            ),
+        }
+    }
+
     /// Sorts one phase's answers; a 403 means the user may not do install's
     /// work at all, which is exit 3 (SPEC §3), not a finding.
     fn record(&mut self, ops: &[Operation], results: Vec<OpResult>) -> Result<()> {
@@ -367,10 +384,10 @@ impl Applied {
                     text,
                 } => {
                     return Err(broker(format!(
-                        "{}: {text} (install needs configure, write and read permissions on the \
-                         cascade's names)",
-                        op.describe()
-                    )))
+                        "{}: {text} (see `delaytopo permissions install`){}",
+                        op.describe(),
+                        self.already_done()
+                    )));
                 }
                 OpResult::Refused {
                     code: Some(406),

@@ -3,6 +3,7 @@
 pub mod fanout;
 pub mod install;
 pub mod migrate;
+pub mod permissions;
 pub mod plan;
 pub mod probe;
 pub mod render;
@@ -35,6 +36,9 @@ pub fn run(cli: &Cli) -> Result<Option<Outcome>> {
     if let Command::Render = &cli.command {
         return render::run(&context).map(Some);
     }
+    if let Command::Permissions(args) = &cli.command {
+        return permissions::run(&context, args).map(Some);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -49,7 +53,9 @@ async fn run_broker_command(command: &Command, context: &Context) -> Result<Outc
         Command::Plan => plan::run(context).await,
         Command::Probe(args) => probe::run(context, args).await,
         Command::Teardown(args) => teardown::run(context, args).await,
-        Command::Completions { .. } | Command::Render => unreachable!("handled without a broker"),
+        Command::Completions { .. } | Command::Render | Command::Permissions(_) => {
+            unreachable!("handled without a broker")
+        }
         Command::Install => install::run(context).await,
         Command::Migrate(args) => migrate::run(context, args).await,
         Command::Transfer(args) => transfer::run(context, args).await,

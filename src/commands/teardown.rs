@@ -63,7 +63,8 @@ use crate::commands::fanout::{each_target, VhostOutcome};
 use crate::context::Context;
 use crate::exit::broker;
 use crate::mgmt::{Management, NotProvenSameBroker};
-use crate::observe::{observe, Depth, ObservedBinding, ObservedQueue};
+use crate::observe::{observe, Depth, Observed, ObservedBinding, ObservedQueue};
+use crate::preflight;
 use crate::progress::Progress;
 use crate::report::Outcome;
 use crate::target::Target;
@@ -132,10 +133,18 @@ async fn teardown(
     // Connecting costs several round trips: it overlaps the observation.
     // Channels stay open from one check to the next: at long round trips,
     // opening them for each step would stretch the safety window.
-    let (observation, session) = futures::join!(
+    let (observation, alarms, session, allowed) = futures::join!(
         observe(&management, Depth::Definitions),
-        Session::open(&target, DEFAULT_LANES)
+        crate::observe::alarms(&management),
+        Session::open(&target, DEFAULT_LANES),
+        preflight::check(&management, &target, "teardown", &desired)
     );
+    if let Err(refused) = allowed {
+        if let Ok(session) = session {
+            close(session).await;
+        }
+        return Err(refused);
+    }
     let (plan, management) = match observation {
         Ok(observed) => (Plan::observed(&desired, &observed), Some((management, observed))),
         // A management API of another broker is refused outright, --force or not.
@@ -155,6 +164,19 @@ async fn teardown(
     };
     let statistics = management.as_ref().map(|(_, observed)| observed);
     let session = session?;
+    if let Some(observed) = statistics.filter(|_| !plan.is_empty()) {
+        // Deletes and publishes time out without a quorum, and an alarm
+        // blocks the restore's checks: refuse before changing anything.
+        if let Some(reason) = unsafe_now(&desired, observed, alarms.ok().flatten()) {
+            close(session).await;
+            report.refusal = Some(Refusal {
+                reason,
+                levels: Vec::new(),
+                restored: false,
+            });
+            return Ok(report.finish(&target.vhost));
+        }
+    }
     if plan.is_empty() {
         close(session).await;
         return Ok(report.finish(&target.vhost));
@@ -199,6 +221,37 @@ async fn teardown(
         }
     }
     Ok(report.finish(&target.vhost))
+}
+
+/// Why the broker cannot take a teardown now, if it cannot: level queues
+/// without a quorum online, or a resource alarm.
+fn unsafe_now(
+    desired: &Desired,
+    observed: &Observed,
+    alarms: Option<Vec<String>>,
+) -> Option<String> {
+    let without_quorum: Vec<String> = crate::health::quorum_findings(desired, &observed.queues, 1)
+        .into_iter()
+        .filter(|f| f.kind == "quorum_unavailable")
+        .map(|f| format!("{} ({})", f.entity, f.actual.unwrap_or_default()))
+        .collect();
+    if !without_quorum.is_empty() {
+        return Some(format!(
+            "{} level queue{} without a quorum online: {}; nothing was changed, run teardown \
+             again once the nodes are back",
+            without_quorum.len(),
+            plural(without_quorum.len()),
+            crate::report::first_few(&without_quorum, 3, ", ")
+        ));
+    }
+    let alarms = alarms.unwrap_or_default();
+    (!alarms.is_empty()).then(|| {
+        format!(
+            "resource alarm ({}): publishes are blocked, so teardown could not put the cascade \
+             back if it had to; nothing was changed",
+            alarms.join(", ")
+        )
+    })
 }
 
 /// Cascade exchanges and queues a fresh look finds after the deletes: an
@@ -784,6 +837,29 @@ fn plural(count: usize) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_level_without_quorum_or_an_alarm_makes_teardown_refuse_before_any_change() {
+        let d = crate::test_fixtures::desired("");
+        let mut observed = crate::test_fixtures::installed(&d);
+        assert_eq!(unsafe_now(&d, &observed, Some(vec![])), None);
+        let alarm = unsafe_now(&d, &observed, Some(vec!["rabbit@b: memory".into()])).unwrap();
+        assert!(alarm.contains("rabbit@b: memory") && alarm.contains("nothing was changed"));
+        for level in ["00", "01", "02", "03"] {
+            let q = observed
+                .queues
+                .get_mut(&format!("nsb.v2.delay-level-{level}"))
+                .unwrap();
+            q.members = vec!["a".into(), "b".into(), "c".into()];
+            q.online = vec!["a".into()];
+        }
+        let reason = unsafe_now(&d, &observed, None).unwrap();
+        assert!(
+            reason.starts_with("4 level queues without a quorum online: queue nsb.v2.delay-level-03 (1 of 3 online)")
+                && reason.contains("and 1 more"),
+            "{reason}"
+        );
+    }
 
     fn level(level: u8) -> LevelQueue {
         LevelQueue {

@@ -14,6 +14,7 @@ use crate::exit::bad_input;
 use crate::moving::{self, Job, Side};
 use crate::report::Outcome;
 use crate::target::{self, mask, Target};
+use crate::topology::BrokerSection;
 
 pub async fn run(context: &Context, args: &TransferArgs) -> Result<Outcome> {
     moving::check_poison_queue(&args.moving.poison_queue)?;
@@ -58,13 +59,21 @@ fn destination_broker(context: &Context, args: &TransferArgs) -> Result<Target> 
         }
     }
     let mut topology = context.topology.clone();
-    topology.broker.management_url = None;
-    topology.broker.vhosts = None;
+    topology.broker = BrokerSection::default();
     let mut targets = target::resolve(
         &topology,
         &target::Overrides {
-            url: Some(&args.to_url),
-            management_url: args.to_management_url.as_deref(),
+            url: std::slice::from_ref(&args.to_url),
+            management_url: args.to_management_url.as_slice(),
+            access: target::Access::given(
+                "to-",
+                target::GivenFiles {
+                    password_file: &args.to_password_file,
+                    tls_ca_cert_file: &args.to_tls_ca_cert_file,
+                    tls_cert_file: &args.to_tls_cert_file,
+                    tls_key_file: &args.to_tls_key_file,
+                },
+            ),
             vhosts: &[],
             timeout_seconds: context.timeout.as_secs_f64(),
         },

@@ -412,7 +412,7 @@ pub fn cluster(name: &str, version: Version, first_slot: u16) -> Vec<Node> {
 /// Where the nodes' directories live: one place per machine, not per
 /// checkout, because their ports are the machine's (two checkouts share the
 /// running nodes instead of fighting over the ports).
-fn test_brokers_dir() -> PathBuf {
+pub fn test_brokers_dir() -> PathBuf {
     let dir = std::env::var_os("DELAYTOPO_TEST_BROKERS")
         .map(PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join("delaytopo-test-brokers"));

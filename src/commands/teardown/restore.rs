@@ -65,7 +65,7 @@ async fn put_back_all(plan: &Plan, looks: &Looks<'_>) -> Result<()> {
                 .collect();
             management
                 .call(
-                    reqwest::Method::POST,
+                    hyper::Method::POST,
                     &path,
                     Some(&json!({"routing_key": b.routing_key, "arguments": arguments})),
                 )
