@@ -23,21 +23,25 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
-    /// Topology file.
+    /// Topology file [default: topology.yaml; without one, the NServiceBus v2
+    /// defaults].
     #[arg(
         short = 'f',
         long = "topology",
         env = "DELAYTOPO_TOPOLOGY",
-        default_value = "topology.yaml",
+        hide_env_values = true,
+        value_name = "PATH",
         global = true
     )]
-    pub topology: PathBuf,
+    pub topology: Option<PathBuf>,
     /// AMQP URI; overrides broker.url. The vhost is its path. Repeat it (or
     /// separate with commas) for a cluster's nodes: they are tried in order.
     #[arg(
         long,
         env = "DELAYTOPO_URL",
+        hide_env_values = true,
         value_name = "AMQP_URI",
         value_delimiter = ',',
         global = true
@@ -48,6 +52,7 @@ pub struct Global {
     #[arg(
         long,
         env = "DELAYTOPO_MANAGEMENT_URL",
+        hide_env_values = true,
         value_name = "URL",
         value_delimiter = ',',
         global = true
@@ -69,6 +74,7 @@ pub struct Global {
     #[arg(
         long,
         env = "DELAYTOPO_TIMEOUT",
+        hide_env_values = true,
         default_value_t = 30.0,
         value_name = "SECONDS",
         global = true
@@ -88,6 +94,7 @@ pub struct AccessArgs {
     #[arg(
         long,
         env = "DELAYTOPO_PASSWORD_FILE",
+        hide_env_values = true,
         value_name = "PATH",
         global = true
     )]
@@ -97,6 +104,7 @@ pub struct AccessArgs {
     #[arg(
         long,
         env = "DELAYTOPO_TLS_CA_CERT_FILE",
+        hide_env_values = true,
         value_name = "PATH",
         global = true
     )]
@@ -106,6 +114,7 @@ pub struct AccessArgs {
     #[arg(
         long,
         env = "DELAYTOPO_TLS_CERT_FILE",
+        hide_env_values = true,
         value_name = "PATH",
         global = true,
         requires = "tls_key_file"
@@ -115,6 +124,7 @@ pub struct AccessArgs {
     #[arg(
         long,
         env = "DELAYTOPO_TLS_KEY_FILE",
+        hide_env_values = true,
         value_name = "PATH",
         global = true,
         requires = "tls_cert_file"
@@ -133,16 +143,36 @@ pub enum Output {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create what is missing; idempotent; never deletes.
+    #[command(after_long_help = "Exit codes: 0 created or nothing to do, 1 a conflicting \
+        entity (reported with expected vs actual; the rest is still created), 2 bad input, \
+        3 broker unusable.\n\nExample:\n  delaytopo --url amqp://app@rabbit/prod install")]
     Install,
     /// Compare broker and topology; read-only.
+    #[command(after_long_help = "Exit codes: 0 healthy (warnings allowed unless --strict), \
+        1 drift, defects or a failed probe, 2 bad input, 3 broker unusable.\n\nExample:\n  \
+        delaytopo verify -q --strict")]
     Verify(VerifyArgs),
     /// Show what install would create and teardown would remove; read-only.
+    #[command(after_long_help = "Exit codes (as kubectl diff): 0 nothing to do, 1 changes \
+        pending, 2 bad input, 3 broker unusable.\n\nExample:\n  delaytopo plan")]
     Plan,
     /// Unbind and delete the cascade; keeps delayed messages safe.
+    #[command(after_long_help = "Safety: counts every level queue over AMQP and the \
+        management API, stops inflow by deleting the level exchanges, counts again, and \
+        puts everything back and refuses if any delayed message is there. It refuses before \
+        any change when a level has no quorum or an alarm fires. Endpoint queues and \
+        exchanges are never deleted.\n\nExit codes: 0 removed (or nothing to remove), \
+        1 refused (messages held, no quorum, cancelled), 2 bad input, 3 broker unusable, \
+        130/143 interrupted (what it removed is put back).\n\nExample:\n  \
+        delaytopo teardown --unbind-only")]
     Teardown(TeardownArgs),
     /// Print the cascade as a RabbitMQ definitions document (no broker needed).
     Render,
     /// Send one delayed message through the cascade and time its arrival.
+    #[command(after_long_help = "A late probe message goes to the permanent queue \
+        delaytopo.probe.sink, never into a jam.\n\nExit codes: 0 arrived in time, 1 late, \
+        early or lost, 2 bad input, 3 broker unusable.\n\nExample:\n  \
+        delaytopo probe --delay 4 --margin 2")]
     Probe(ProbeArgs),
     /// Move delayed messages from another cascade (e.g. v1) into this one.
     Migrate(MigrateArgs),
@@ -183,6 +213,9 @@ pub struct TeardownArgs {
     /// with --unbind-only, unbind even queues that would drop expiring messages.
     #[arg(long)]
     pub force: bool,
+    /// With --force: do not ask for confirmation on a terminal.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -203,6 +236,9 @@ pub struct VerifyArgs {
     /// Also send a probe message through the cascade.
     #[arg(long)]
     pub probe: bool,
+    /// One line per vhost: the verdict and its counts.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
     #[command(flatten)]
     pub probe_args: ProbeArgs,
 }
@@ -219,6 +255,19 @@ pub struct MoveArgs {
     /// at the target): more is faster over long round trips, and uses more memory.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
+    /// Directory of the journals that let a re-run skip what an interrupted
+    /// run already landed (one file per source and target vhost; removed
+    /// once the source is empty).
+    #[arg(long, value_name = "DIR", default_value = "delaytopo-journal")]
+    pub journal: std::path::PathBuf,
+    /// Keep no journal (whatever --journal says): a re-run after a crash
+    /// may land again what the crashed run had landed.
+    #[arg(long)]
+    pub no_journal: bool,
+    /// How long to keep reconnecting, with backoff, while a broker is down
+    /// (a restart) before giving up with exit 3.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub reconnect_for: u64,
 }
 
 #[derive(Debug, Args)]
@@ -240,15 +289,18 @@ pub struct TransferArgs {
     pub to_management_url: Option<String>,
     /// Password file for the target broker; DELAYTOPO_TO_PASSWORD may hold
     /// the password itself.
-    #[arg(long, env = "DELAYTOPO_TO_PASSWORD_FILE", value_name = "PATH")]
+    #[arg(long, env = "DELAYTOPO_TO_PASSWORD_FILE",
+        hide_env_values = true, value_name = "PATH")]
     pub to_password_file: Option<PathBuf>,
     /// PEM CA certificate(s) to trust for the target broker, instead of the system store.
-    #[arg(long, env = "DELAYTOPO_TO_TLS_CA_CERT_FILE", value_name = "PATH")]
+    #[arg(long, env = "DELAYTOPO_TO_TLS_CA_CERT_FILE",
+        hide_env_values = true, value_name = "PATH")]
     pub to_tls_ca_cert_file: Option<PathBuf>,
     /// PEM client certificate for the target broker.
     #[arg(
         long,
         env = "DELAYTOPO_TO_TLS_CERT_FILE",
+        hide_env_values = true,
         value_name = "PATH",
         requires = "to_tls_key_file"
     )]
@@ -257,6 +309,7 @@ pub struct TransferArgs {
     #[arg(
         long,
         env = "DELAYTOPO_TO_TLS_KEY_FILE",
+        hide_env_values = true,
         value_name = "PATH",
         requires = "to_tls_cert_file"
     )]

@@ -22,7 +22,10 @@ pub struct Context {
 impl Context {
     /// Loads and validates everything; errors here exit 2.
     pub fn load(global: &Global) -> anyhow::Result<Context> {
-        let topology = Topology::load(&global.topology)?;
+        let topology = match &global.topology {
+            Some(path) => Topology::load(path)?,
+            None => default_topology()?,
+        };
         Context::with_topology(global, topology)
     }
 
@@ -68,3 +71,17 @@ impl Context {
         &self.targets[0]
     }
 }
+
+/// The file when none is named: `topology.yaml` here, or, when there is
+/// none (a binary installed anywhere), the NServiceBus v2 defaults an empty
+/// file means, said once on stderr. A file named with -f must exist.
+fn default_topology() -> anyhow::Result<Topology> {
+    let path = std::path::Path::new(DEFAULT_TOPOLOGY);
+    if path.exists() {
+        return Ok(Topology::load(path)?);
+    }
+    eprintln!("note: no {DEFAULT_TOPOLOGY} here: using the NServiceBus v2 defaults (-f names a file)");
+    Ok(Topology::parse(path, "")?)
+}
+
+const DEFAULT_TOPOLOGY: &str = "topology.yaml";

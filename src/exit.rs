@@ -17,6 +17,8 @@ pub enum Kind {
     BadInput,
     /// Unreachable, refused, forbidden, absent or slow broker: exit 3.
     Broker,
+    /// Stopped by a signal: 128 + its number, as a shell reports it.
+    Interrupted(u8),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,24 @@ pub fn broker(message: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
+/// A command stopped by SIGINT or SIGTERM (`signal` as `interrupt` names
+/// it); `message` says what state it left.
+pub fn interrupted(signal: &str, message: impl Into<String>) -> anyhow::Error {
+    Failure {
+        kind: Kind::Interrupted(signal_exit_code(signal)),
+        message: format!("interrupted by {signal}: {}", message.into()),
+    }
+    .into()
+}
+
+/// 128 + the signal's number (130 for SIGINT, 143 for SIGTERM).
+pub fn signal_exit_code(signal: &str) -> u8 {
+    match signal {
+        "SIGTERM" => 128 + 15,
+        _ => 128 + 2,
+    }
+}
+
 /// The exit code for an error that ended a command.
 pub fn code_for(error: &anyhow::Error) -> u8 {
     for cause in error.chain() {
@@ -52,6 +72,7 @@ pub fn code_for(error: &anyhow::Error) -> u8 {
             return match failure.kind {
                 Kind::BadInput => BAD_INPUT,
                 Kind::Broker => BROKER_UNUSABLE,
+                Kind::Interrupted(code) => code,
             };
         }
     }

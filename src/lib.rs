@@ -15,6 +15,7 @@ pub mod exit;
 pub mod failover;
 pub mod findings_view;
 pub mod health;
+pub mod interrupt;
 pub mod lenient_json;
 pub mod loss_guard;
 pub mod mgmt;

@@ -313,10 +313,14 @@ impl TransportError {
         let refused = cause
             .downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
-        if refused {
-            TransportError::Refused(root_cause(error))
-        } else {
-            TransportError::Other(root_cause(error))
+        let hint = match target.management.scheme() {
+            "https" => crate::tls::reset_hint(error, &target.tls),
+            _ => None,
+        };
+        match (refused, hint) {
+            (true, _) => TransportError::Refused(root_cause(error)),
+            (false, Some(hint)) => TransportError::Other(format!("{}; {hint}", root_cause(error))),
+            (false, None) => TransportError::Other(root_cause(error)),
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Progress bars on an interactive terminal only (SPEC §3): never in JSON
-//! mode, never with --no-progress, never when stderr is redirected.
+//! mode, never with --no-progress, never when stderr is redirected. A
+//! long-running command may print plain progress lines instead when stderr
+//! is not a terminal (a CI log, a Kubernetes Job), unless --no-progress.
 
 use std::io::IsTerminal;
 
@@ -8,17 +10,41 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
     enabled: bool,
+    /// Plain lines instead of a bar: stderr is not a terminal.
+    lines: bool,
 }
 
 impl Progress {
     pub fn new(no_progress: bool, json: bool) -> Progress {
+        let terminal = std::io::stderr().is_terminal();
         Progress {
-            enabled: !no_progress && !json && std::io::stderr().is_terminal(),
+            enabled: !no_progress && !json && terminal,
+            lines: !no_progress && !terminal,
         }
     }
 
     pub fn off() -> Progress {
-        Progress { enabled: false }
+        Progress {
+            enabled: false,
+            lines: false,
+        }
+    }
+
+    /// The same, without bars (several at once would interleave).
+    pub fn without_bars(self) -> Progress {
+        Progress {
+            enabled: false,
+            ..self
+        }
+    }
+
+    pub fn bars(&self) -> bool {
+        self.enabled
+    }
+
+    /// Whether plain progress lines are wanted (stderr is not a terminal).
+    pub fn lines(&self) -> bool {
+        self.lines
     }
 
     /// A bar of `total` steps, or a hidden one when progress is off.

@@ -7,7 +7,7 @@
 //! system certificate store costs more to load than a whole verify on
 //! loopback, so plain `amqp://` and `http://` runs never touch it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use anyhow::Result;
@@ -66,7 +66,7 @@ pub struct Tls {
     ca: Option<Vec<CertificateDer<'static>>>,
     identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     /// Whether the user gave a CA file, for the hint on an unknown issuer.
-    pub ca_origin: Option<String>,
+    ca_origin: Option<String>,
     config: OnceLock<Result<Arc<ClientConfig>, String>>,
     /// The management API's HTTPS client for this broker, built on first use.
     pub(crate) http_transport: OnceLock<crate::mgmt::Transport>,
@@ -184,12 +184,10 @@ pub fn describe_failure(error: &(dyn std::error::Error + 'static), tls: &Tls) ->
 }
 
 /// A hint for a connection the broker dropped right after the TLS handshake:
-/// with TLS 1.3 a broker that wants a client certificate may close the
-/// connection before its alert can be read, and only a reset arrives.
+/// with TLS 1.3 the broker checks the client certificate after the client
+/// thinks the handshake is done, and may close the connection before its
+/// alert can be read, so only a reset arrives.
 pub fn reset_hint(error: &(dyn std::error::Error + 'static), tls: &Tls) -> Option<&'static str> {
-    if tls.has_identity() {
-        return None;
-    }
     let mut cause = Some(error);
     while let Some(current) = cause {
         if let Some(io) = current.downcast_ref::<std::io::Error>() {
@@ -199,10 +197,13 @@ pub fn reset_hint(error: &(dyn std::error::Error + 'static), tls: &Tls) -> Optio
                     | std::io::ErrorKind::BrokenPipe
                     | std::io::ErrorKind::UnexpectedEof
             ) {
-                return Some(
+                return Some(if tls.has_identity() {
+                    "the broker closed the TLS connection: it may have refused our client \
+                     certificate (not signed by a CA it trusts, or expired)"
+                } else {
                     "the broker closed the TLS connection: it may require a client \
-                     certificate (certificate required; --tls-cert-file and --tls-key-file)",
-                );
+                     certificate (certificate required; --tls-cert-file and --tls-key-file)"
+                });
             }
         }
         cause = current.source();
@@ -266,12 +267,55 @@ fn in_words(error: &rustls::Error, tls: &Tls) -> String {
     }
 }
 
-/// The path of a file option as given, relative ones resolved against `base`
-/// (the topology file's directory for `broker:` keys).
-pub fn relative_to(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        base.join(path)
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::{code_for, BAD_INPUT};
+
+    fn file(text: &str, origin: &str) -> (tempfile::NamedTempFile, FileOption) {
+        let temp = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(temp.path(), text).unwrap();
+        let option = FileOption::new(temp.path(), origin);
+        (temp, option)
+    }
+
+    fn refused(options: TlsOptions) -> String {
+        let error = Tls::load(&options).unwrap_err();
+        assert_eq!(code_for(&error), BAD_INPUT);
+        error.to_string()
+    }
+
+    #[test]
+    fn bad_tls_files_are_bad_input_naming_the_option() {
+        let missing = FileOption::new("/nonexistent/ca.pem", "--tls-ca-cert-file");
+        let said = refused(TlsOptions {
+            ca_cert_file: Some(missing),
+            ..TlsOptions::default()
+        });
+        assert!(
+            said.starts_with("--tls-ca-cert-file: cannot read /nonexistent/ca.pem"),
+            "{said}"
+        );
+        let (_keep, not_pem) = file("no certificate here", "broker.tls_ca_cert_file");
+        let said = refused(TlsOptions {
+            ca_cert_file: Some(not_pem),
+            ..TlsOptions::default()
+        });
+        assert!(
+            said.contains("broker.tls_ca_cert_file") && said.contains("no PEM certificate"),
+            "{said}"
+        );
+        let (_keep, key) = file("", "--tls-key-file");
+        let said = refused(TlsOptions {
+            key_file: Some(key),
+            ..TlsOptions::default()
+        });
+        assert!(said.contains("needs its certificate too"), "{said}");
+    }
+
+    #[test]
+    fn nothing_is_built_until_tls_is_used() {
+        let tls = Tls::load(&TlsOptions::default()).unwrap();
+        assert!(tls.config.get().is_none() && !tls.has_identity());
     }
 }

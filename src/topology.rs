@@ -590,7 +590,19 @@ fn readable(message: &str) -> String {
         STRUCT.get_or_init(|| regex::Regex::new(r"struct [A-Za-z]+").expect("valid regex"));
     let quoted = QUOTED
         .get_or_init(|| regex::Regex::new(r#"(["`])([^"`]{61,})(["`])"#).expect("valid regex"));
-    let message = structs.replace_all(message, "a mapping of keys");
+    // One line, whatever the file's values hold: control characters escaped.
+    let message: String = message
+        .chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect();
+    let message = structs.replace_all(&message, "a mapping of keys");
     let message = quoted
         .replace_all(&message, |caps: &regex::Captures<'_>| {
             let value = &caps[2];
@@ -818,6 +830,11 @@ mod tests {
 
     #[test]
     fn messages_name_no_rust_types_and_cut_long_values() {
+        let e = error("cascade:\n  queue_type: \"a\\nb\"\n");
+        assert!(
+            e.contains("unknown variant `a\\nb`") && e.lines().count() == 1,
+            "{e}"
+        );
         let e = error(&format!("\"{}\"\n", "v".repeat(5000)));
         assert!(e.len() < 200 && e.contains("(5000 bytes)"), "{e}");
         assert!(

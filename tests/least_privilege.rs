@@ -20,10 +20,15 @@ const TOPOLOGY: &str = "cascade: {levels: 3}\nendpoints: [{address: Sales}]\n";
 struct User<'a> {
     name: String,
     vhost: &'a TlsVhost,
+    password: String,
 }
 
 impl<'a> User<'a> {
     fn new(vhost: &'a TlsVhost) -> User<'a> {
+        User::with_password(vhost, "pw")
+    }
+
+    fn with_password(vhost: &'a TlsVhost, password: &str) -> User<'a> {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let name = format!(
             "delaytopo-lp-{}-{}",
@@ -33,9 +38,13 @@ impl<'a> User<'a> {
         vhost.broker.api(
             "PUT",
             &format!("users/{name}"),
-            Some(json!({"password": "pw", "tags": ""})),
+            Some(json!({"password": password, "tags": ""})),
         );
-        User { name, vhost }
+        User {
+            name,
+            vhost,
+            password: password.to_string(),
+        }
     }
 
     /// Gives this user `grant` (one object of `permissions -o json`) on the vhost.
@@ -53,7 +62,7 @@ impl<'a> User<'a> {
         self.vhost.broker.api(
             "PUT",
             &format!("users/{}", self.name),
-            Some(json!({"password": "pw", "tags": tags.join(",")})),
+            Some(json!({"password": self.password, "tags": tags.join(",")})),
         );
         self.vhost.broker.api(
             "PUT",
@@ -77,8 +86,9 @@ impl<'a> User<'a> {
 
     fn url(&self, vhost: &str) -> String {
         format!(
-            "amqp://{}:pw@{}/{}",
+            "amqp://{}:{}@{}/{}",
             self.name,
+            self.password,
             self.vhost.broker.node.amqp_host_port(),
             support::encode(vhost)
         )
@@ -316,4 +326,28 @@ fn transfer_works_with_the_printed_permissions_on_both_brokers() {
         .args(["--to-management-url", &to.broker.node.management_url()])
         .assert()
         .success();
+}
+
+#[test]
+fn a_one_letter_password_is_masked_without_eating_that_letter_elsewhere() {
+    let vhost = vhost("lp-mask", false);
+    let user = User::with_password(&vhost, "x");
+    user.grant(&printed_grant(&vhost, "verify"));
+    // A vhost with an `x` in its name that does not exist: the management
+    // API's 404 names it, and the password `x` must not eat its letter.
+    let missing = format!("{}-ux-missing", vhost.name);
+    let output = vhost
+        .delaytopo_at(
+            &user.url(&missing),
+            Some(&vhost.broker.node.management_url()),
+            &[],
+        )
+        .arg("verify")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains("-ux-missing"), "{said}");
+    assert!(!said.contains("u****"), "{said}");
+    assert!(!said.contains(":x@"), "{said}");
 }

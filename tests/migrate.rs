@@ -1,31 +1,20 @@
 //! `migrate` moves every delayed message of a v1 cascade into the v2 cascade
-//! with the delay it has left, poisons what it cannot move, and loses nothing
-//! when its connection is closed or its process killed mid-run.
+//! with the delay it has left, poisons what it cannot move, and says nothing
+//! alarming after a dry run (faults: `migrate_faults.rs`).
 
 mod moving;
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use delaytopo::cascade::{starting_level, Desired};
+use delaytopo::cascade::starting_level;
 use delaytopo::moving::headers::{DELAY_IN_SECONDS, POISON_SOURCE_ROUTING_KEY, TIME_SENT};
 use lapin::types::{AMQPValue, FieldTable, LongString};
+use moving::stage::*;
 use moving::*;
 use serde_json::Value;
 use support::*;
-
-/// Addresses with dots; one with nothing to deliver to in the target.
-const SALES: &str = "Sales.Eu"; // a queue, not in the target topology
-const SHIPPING: &str = "Shipping"; // a queue listed in the target topology
-const BILLING: &str = "Billing.Us"; // only an exchange of that name exists
-const GHOST: &str = "Ghost.Town"; // nothing exists: poisoned
-const ADDRESSES: [&str; 4] = [SALES, SHIPPING, BILLING, GHOST];
-const BILLING_INBOX: &str = "billing-us-inbox";
-const ENDPOINT_QUEUES: [&str; 3] = [SALES, SHIPPING, BILLING_INBOX];
-
-const TARGET_TOPOLOGY: &str = "endpoints:\n  - address: Shipping\n";
 
 /// Messages whose headers cannot say when they are due, with the reason kind.
 fn broken(count: usize, now: i64) -> Vec<(Delayed, &'static str)> {
@@ -61,82 +50,6 @@ fn broken(count: usize, now: i64) -> Vec<(Delayed, &'static str)> {
         .collect()
 }
 
-/// A vhost with the v1 cascade holding `messages`, the endpoints of
-/// `ADDRESSES` (but GHOST), and the v2 topology as `-f`.
-struct Stage {
-    vhost: TestVhost,
-    client: Client,
-    source: Desired,
-    target: Desired,
-    from_file: tempfile::NamedTempFile,
-}
-
-impl Stage {
-    fn new(test: &str, messages: &[Delayed]) -> Stage {
-        let vhost = TestVhost::new(test);
-        vhost.set_topology(TARGET_TOPOLOGY);
-        install_from_render(&vhost, V1);
-        vhost.declare_queue(SALES, serde_json::json!({}));
-        vhost.declare_queue(SHIPPING, serde_json::json!({}));
-        vhost.declare_exchange(BILLING, "fanout");
-        vhost.declare_queue(BILLING_INBOX, serde_json::json!({}));
-        api(
-            reqwest::Method::POST,
-            &format!(
-                "bindings/{}/e/{}/q/{}",
-                encode(&vhost.name),
-                encode(BILLING),
-                encode(BILLING_INBOX)
-            ),
-            Some(serde_json::json!({"routing_key": ""})),
-        );
-        let client = Client::new(&vhost);
-        let source = cascade(V1, &vhost);
-        let target = cascade(TARGET_TOPOLOGY, &vhost);
-        client.publish_delayed(&source, messages);
-        let from_file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(from_file.path(), V1).unwrap();
-        Stage {
-            vhost,
-            client,
-            source,
-            target,
-            from_file,
-        }
-    }
-
-    fn migrate(&self) -> assert_cmd::Command {
-        let mut command = self.vhost.delaytopo();
-        command
-            .args(["-o", "json", "migrate", "--from"])
-            .arg(self.from_file.path());
-        command
-    }
-
-    /// The same command, as a child process that can be killed.
-    fn spawn_migrate(&self, extra: &[&str]) -> std::process::Child {
-        Command::new(assert_cmd::cargo::cargo_bin("delaytopo"))
-            .arg("-f")
-            .arg(self.vhost.topology_path())
-            .args(["--url", &self.vhost.url(), "--management-url", management()])
-            .args(["--no-progress", "-o", "json", "migrate", "--from"])
-            .arg(self.from_file.path())
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    }
-
-    fn inventory(&self) -> Inventory {
-        assert_eq!(self.client.ready_in_cascade(&self.source), 0);
-        Inventory::take(&self.client, &self.target, &ENDPOINT_QUEUES)
-    }
-}
-
-/// Addresses that all have a destination, so that every message is movable.
-const DELIVERABLE: [&str; 3] = [SALES, SHIPPING, BILLING];
-
 #[test]
 fn migrate_moves_every_message_with_its_remaining_delay() {
     let now = now_micros();
@@ -162,8 +75,15 @@ fn migrate_moves_every_message_with_its_remaining_delay() {
     assert_eq!(report["delivered_now"], delivered_now);
     assert_eq!(report["poisoned"], ghost + bad.len());
     assert_eq!(report["left"], 0);
-    assert_eq!(report["duplicates"], 0);
+    assert_eq!(report["skipped"], 0);
     assert_eq!(report["possible_duplicates"], 0);
+    assert_eq!(report["without_id"], 0);
+    // Every message found was settled: the journal is no longer needed.
+    assert_eq!(report["journal"]["removed"], true, "{report:#}");
+    assert!(
+        !stage.journal.path().exists(),
+        "the emptied directory goes too"
+    );
     let reasons = &report["poison_reasons"];
     assert_eq!(reasons["no destination for address Ghost.Town"], ghost);
     assert_eq!(reasons["missing header NServiceBus.TimeSent"], 10);
@@ -239,6 +159,40 @@ fn migrate_moves_every_message_with_its_remaining_delay() {
 }
 
 #[test]
+fn a_dry_run_then_a_real_run_raises_no_alarm() {
+    let messages = population(300, now_micros(), &DELIVERABLE);
+    let stage = Stage::new("migrate-dry-then-real", &messages);
+    let text = |dry: bool| {
+        let mut command = stage.vhost.delaytopo();
+        command
+            .args(["migrate", "--journal"])
+            .arg(stage.journal.path())
+            .arg("--from")
+            .arg(stage.from_file.path());
+        if dry {
+            command.arg("--dry-run");
+        }
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    text(true);
+    assert!(wait_until(Duration::from_secs(10), || {
+        stage.client.ready_in_cascade(&stage.source) == 300
+    }));
+    let real = text(false);
+    assert!(
+        !real.contains("warning") && !real.contains("twice"),
+        "{real}"
+    );
+    assert!(
+        real.contains("300 messages had been delivered before (a dry run"),
+        "{real}"
+    );
+    assert_eq!(stage.inventory().assert_none_lost(&messages), 0);
+}
+
+#[test]
 fn dry_run_classifies_without_moving_anything() {
     let messages = population(200, now_micros(), &ADDRESSES);
     let stage = Stage::new("migrate-dry", &messages);
@@ -266,46 +220,6 @@ fn dry_run_classifies_without_moving_anything() {
     }));
     assert_eq!(stage.vhost.list("queues").len(), queues_before);
     assert_eq!(stage.vhost.list("bindings").len(), bindings_before);
-}
-
-#[test]
-fn a_connection_closed_by_the_broker_mid_run_loses_nothing() {
-    let messages = population(4000, now_micros(), &DELIVERABLE);
-    let stage = Stage::new("migrate-conn", &messages);
-    // One message at a time: slow enough for the management API to list the
-    // tool's connections (it does so a second or so after they open).
-    let child = stage.spawn_migrate(&["--prefetch", "1"]);
-    let closed = wait_until(Duration::from_secs(60), || {
-        stage.client.ready_in_cascade(&stage.target) > 100
-            && close_tool_connections(&stage.vhost) > 0
-    });
-    assert!(closed, "the run could not be interrupted");
-    let output = child.wait_with_output().unwrap();
-    let first = stdout_json(&output);
-    let mut reports = vec![first.clone()];
-    if output.status.success() {
-        // It reconnected by itself and finished.
-        assert!(first["reconnects"].as_u64().unwrap() >= 1, "{first:#}");
-    } else {
-        reports.extend(run_until_ok(|| stage.migrate(), 3));
-    }
-    let duplicates = stage.inventory().assert_none_lost(&messages);
-    assert_duplicates_reported(&reports, duplicates);
-}
-
-#[test]
-fn a_killed_run_loses_nothing_and_a_rerun_finishes() {
-    let messages = population(3000, now_micros(), &DELIVERABLE);
-    let stage = Stage::new("migrate-kill", &messages);
-    let child = stage.spawn_migrate(&["--prefetch", "20"]);
-    kill_mid_run(
-        child,
-        || stage.client.ready_in_cascade(&stage.target),
-        || stage.client.ready_in_cascade(&stage.source),
-    );
-    let reports = run_until_ok(|| stage.migrate(), 3);
-    let duplicates = stage.inventory().assert_none_lost(&messages);
-    assert_duplicates_reported(&reports, duplicates);
 }
 
 /// `migrate --from <a file holding from_yaml> <extra>` in a fresh vhost.
@@ -337,4 +251,23 @@ fn a_bad_source_topology_or_poison_queue_is_bad_input() {
     migrate_from("migrate-bad-poison", V1, &["--poison-queue", "amq.poison"])
         .code(2)
         .stderr(predicates::str::contains("--poison-queue"));
+}
+
+#[test]
+fn a_journal_directory_that_cannot_be_written_stops_the_run_before_any_message() {
+    let messages = population(20, now_micros(), &DELIVERABLE);
+    let stage = Stage::new("migrate-bad-journal", &messages);
+    // A file where the directory should be: it cannot be created.
+    let not_a_directory = tempfile::NamedTempFile::new().unwrap();
+    stage
+        .vhost
+        .delaytopo()
+        .args(["migrate", "--journal"])
+        .arg(not_a_directory.path().join("journal"))
+        .arg("--from")
+        .arg(stage.from_file.path())
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("--journal: cannot write"));
+    assert_eq!(stage.client.ready_in_cascade(&stage.source), 20);
 }

@@ -260,71 +260,13 @@ fn a_vhost_named_twice_is_handled_once() {
     assert!(report.get("vhosts").is_none(), "{report}");
 }
 
-/// `examples/latency_proxy` (built with the tests) in front of `target_port`,
-/// adding `delay_ms` each way; killed when dropped.
-struct LatencyProxy {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl LatencyProxy {
-    fn start(target_port: u16, delay_ms: u64) -> LatencyProxy {
-        let executable = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .parent()
-            .unwrap()
-            .join("debug/examples/latency_proxy");
-        let mut child = std::process::Command::new(&executable)
-            .args(["--listen", "0", "--target", &target_port.to_string()])
-            .args(["--delay-ms", &delay_ms.to_string()])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{}: {e}", executable.display()));
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        // "latency-proxy: 127.0.0.1:PORT -> ..."
-        let port = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|listen| listen.rsplit(':').next())
-            .and_then(|port| port.parse().ok())
-            .unwrap_or_else(|| panic!("no port in {line:?}"));
-        LatencyProxy { child, port }
-    }
-}
-
-impl Drop for LatencyProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn teardown_of_an_idle_cascade_goes_through_at_a_300_ms_round_trip() {
     let vhost = TestVhost::new("slow-teardown");
     vhost.import_cascade("");
-    let port = |host_port: &str| {
-        host_port
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse::<u16>()
-            .unwrap()
-    };
-    let amqp = LatencyProxy::start(port(amqp_host_port()), 150);
-    let http = LatencyProxy::start(port(management()), 150);
-    let url = format!(
-        "amqp://guest:guest@127.0.0.1:{}/{}",
-        amqp.port,
-        encode(&vhost.name)
-    );
-    let management = format!("http://127.0.0.1:{}", http.port);
+    let slow = vhost.through_latency(150);
     let output = vhost
-        .delaytopo_at(&url, &management)
+        .delaytopo_at(&slow.url, &slow.management)
         .arg("teardown")
         .output()
         .unwrap();

@@ -16,6 +16,8 @@ use clap::CommandFactory;
 
 use crate::cli::{Cli, Command};
 use crate::context::Context;
+use crate::exit;
+use crate::interrupt::Interrupt;
 use crate::report::Outcome;
 
 /// Runs a parsed command line; `None` means the command printed its own output.
@@ -47,17 +49,42 @@ pub fn run(cli: &Cli) -> Result<Option<Outcome>> {
         .map(Some)
 }
 
+/// What a second SIGINT/SIGTERM does, whatever the command.
+const ON_SECOND_SIGNAL: &str = "exiting at once";
+
 async fn run_broker_command(command: &Command, context: &Context) -> Result<Outcome> {
+    // From here on a signal is a request to stop cleanly (`interrupt`).
+    let interrupt = Interrupt::listen(ON_SECOND_SIGNAL);
+    match command {
+        // These stop at a step boundary themselves: teardown puts back what
+        // it removed; a move finishes its confirms and acknowledgements.
+        Command::Teardown(args) => teardown::run(context, args, &interrupt).await,
+        Command::Migrate(args) => migrate::run(context, args).await,
+        Command::Transfer(args) => transfer::run(context, args).await,
+        // The rest may stop anywhere: verify and plan only read; a probe's
+        // message always has the probe sink to go to; install is idempotent
+        // and the next run finishes what this one declared.
+        _ => {
+            let mut waiting = interrupt.clone();
+            tokio::select! {
+                outcome = run_cancellable(command, context) => outcome,
+                signal = waiting.wait() => Err(exit::interrupted(signal, match command {
+                    Command::Install => "what was declared stays; run install again to finish",
+                    Command::Probe(_) => "a probe message already sent goes to queue \
+                        delaytopo.probe.sink, not into a jam",
+                    _ => "nothing was changed",
+                })),
+            }
+        }
+    }
+}
+
+async fn run_cancellable(command: &Command, context: &Context) -> Result<Outcome> {
     match command {
         Command::Verify(args) => verify::run(context, args).await,
         Command::Plan => plan::run(context).await,
         Command::Probe(args) => probe::run(context, args).await,
-        Command::Teardown(args) => teardown::run(context, args).await,
-        Command::Completions { .. } | Command::Render | Command::Permissions(_) => {
-            unreachable!("handled without a broker")
-        }
         Command::Install => install::run(context).await,
-        Command::Migrate(args) => migrate::run(context, args).await,
-        Command::Transfer(args) => transfer::run(context, args).await,
+        _ => unreachable!("run by run_broker_command or without a broker"),
     }
 }

@@ -61,7 +61,8 @@ use crate::cascade::Desired;
 use crate::cli::TeardownArgs;
 use crate::commands::fanout::{each_target, VhostOutcome};
 use crate::context::Context;
-use crate::exit::broker;
+use crate::exit::{self, broker};
+use crate::interrupt::Interrupt;
 use crate::mgmt::{Management, NotProvenSameBroker};
 use crate::observe::{observe, Depth, Observed, ObservedBinding, ObservedQueue};
 use crate::preflight;
@@ -82,14 +83,41 @@ struct Options {
     force: bool,
 }
 
-pub async fn run(context: &Context, args: &TeardownArgs) -> Result<Outcome> {
+/// On a terminal, `--force` asks first (as terraform does before it
+/// destroys); `--yes`, or input that is not a terminal, skips the question.
+fn confirmed(args: &TeardownArgs, vhosts: usize) -> Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !args.force || args.yes || !std::io::stdin().is_terminal() {
+        return Ok(true);
+    }
+    let mut stderr = std::io::stderr();
+    write!(
+        stderr,
+        "teardown --force discards the delayed messages in the level queues of {vhosts} vhost{}.\n\
+         Type yes to go on: ",
+        plural(vhosts)
+    )?;
+    stderr.flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(answer.trim() == "yes")
+}
+
+pub async fn run(context: &Context, args: &TeardownArgs, interrupt: &Interrupt) -> Result<Outcome> {
+    if !confirmed(args, context.targets.len())? {
+        return Ok(Outcome::new(
+            false,
+            "teardown cancelled: nothing was changed (--yes skips the question)\n".into(),
+            serde_json::json!({ "cancelled": true }),
+        ));
+    }
     let options = Options {
         unbind_only: args.unbind_only,
         force: args.force,
     };
     let progress = context.progress;
     each_target(context, move |target, desired| {
-        teardown(target, desired, options, progress)
+        teardown(target, desired, options, progress, interrupt.clone())
     })
     .await
 }
@@ -124,6 +152,7 @@ async fn teardown(
     desired: Desired,
     options: Options,
     progress: Progress,
+    interrupt: Interrupt,
 ) -> Result<VhostOutcome> {
     let management = Management::new(&target)?;
     let mut report = Report {
@@ -207,6 +236,7 @@ async fn teardown(
             plan: &plan,
             looks: &looks,
             options,
+            interrupt: &interrupt,
         }
         .go(&mut report)
         .await
@@ -219,6 +249,17 @@ async fn teardown(
         if !options.unbind_only && report.refusal.is_none() {
             report.still_present = still_present(management, &desired).await?;
         }
+    }
+    if let Some(signal) = interrupt.requested() {
+        // It came once the deletes were under way: they were finished.
+        let outcome = report.finish(&target.vhost);
+        return Err(exit::interrupted(
+            signal,
+            format!(
+                "finished the step under way: {}",
+                outcome.text.lines().last().unwrap_or_default()
+            ),
+        ));
     }
     Ok(report.finish(&target.vhost))
 }
@@ -385,6 +426,8 @@ struct Run<'a> {
     /// What the observation's statistics said each planned queue holds.
     first_statistics: Option<Vec<Holding>>,
     options: Options,
+    /// SIGINT/SIGTERM: honoured between steps, each left whole or undone.
+    interrupt: &'a Interrupt,
 }
 
 impl Run<'_> {
@@ -428,6 +471,9 @@ impl Run<'_> {
             tokio::time::sleep(SETTLE.saturating_sub(started.elapsed())).await;
         }
 
+        if let Some(signal) = self.interrupt.requested() {
+            return Err(exit::interrupted(signal, "nothing was changed"));
+        }
         let stop = plan.stop_inflow();
         let answers = looks.run(&stop, 1).await;
         if let Some(error) = first_failure(&stop, &answers, &[404]) {
@@ -444,6 +490,13 @@ impl Run<'_> {
             });
         }
 
+        if let Some(signal) = self.interrupt.requested() {
+            restore(plan, looks).await?;
+            return Err(exit::interrupted(
+                signal,
+                "the cascade was put back as it was",
+            ));
+        }
         if !options.force {
             let last = looks.holdings(&plan.queues, None).await?;
             let held = occupied(&plan.queues, &last);
@@ -572,7 +625,14 @@ impl Run<'_> {
                 .map(|b| Operation::Bind(plan::binding(b)))
                 .collect()
         };
+        if let Some(signal) = self.interrupt.requested() {
+            return Err(exit::interrupted(signal, "nothing was changed"));
+        }
         let answers = looks.run(&unbinds, DEFAULT_LANES).await;
+        if let Some(signal) = self.interrupt.requested() {
+            put_back(looks, &rebinds()).await?;
+            return Err(exit::interrupted(signal, "the bindings were put back"));
+        }
         if let Some(error) = first_failure(&unbinds, &answers, &[]) {
             put_back(looks, &rebinds()).await?;
             return Err(error.context("unbinding failed; the bindings were put back"));

@@ -89,13 +89,39 @@ async fn verify_vhost(
         (false, 0) => "warnings fail under --strict",
         (false, _) => "drift or defects found",
     };
-    let text = format!(
-        "vhost {} on RabbitMQ {} ({http_requests} HTTP requests)\n{}\nverify: {}: {verdict}\n",
-        target.vhost,
-        version.as_deref().unwrap_or("?"),
-        findings_view::text(&findings, &levels, colour),
-        counts.describe(),
-    );
+    // An empty vhost gets one line that says what to do before the details.
+    let nothing_installed = desired
+        .exchanges
+        .iter()
+        .all(|e| !observed.exchanges.contains_key(&e.name))
+        && desired
+            .queues
+            .iter()
+            .all(|q| !observed.queues.contains_key(&q.name));
+    let hint = if nothing_installed {
+        format!(
+            "no cascade in vhost {}: run `delaytopo install` to create it\n",
+            target.vhost
+        )
+    } else {
+        String::new()
+    };
+    let text = if args.quiet {
+        format!(
+            "vhost {}: {verdict} ({})\n{hint}",
+            target.vhost,
+            counts.describe()
+        )
+    } else {
+        format!(
+            "vhost {} on RabbitMQ {} ({http_requests} HTTP requests)\n{hint}{}\nverify: {}: \
+             {verdict}\n{hint}",
+            target.vhost,
+            version.as_deref().unwrap_or("?"),
+            findings_view::text(&findings, &levels, colour),
+            counts.describe(),
+        )
+    };
     Ok(VhostOutcome {
         ok,
         text,

@@ -252,7 +252,7 @@ pub(super) fn text_of(header: &'static str, bytes: &[u8]) -> Result<String, Head
     })
 }
 
-fn integer(value: &AMQPValue) -> Option<i64> {
+pub(crate) fn integer(value: &AMQPValue) -> Option<i64> {
     Some(match *value {
         AMQPValue::ShortShortInt(n) => n.into(),
         AMQPValue::ShortShortUInt(n) => n.into(),

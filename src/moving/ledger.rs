@@ -1,12 +1,17 @@
 //! The running account of a move: what each source level held, what was
 //! moved or poisoned, and which messages came back although they had already
-//! landed (duplicates). At-least-once means a message can be moved twice when
-//! the source's acknowledgement is lost with the connection; the ledger
-//! counts those instead of hiding them.
+//! landed. A message's source acknowledgement can be lost with a connection
+//! after the target confirmed it; when it comes back, the ledger (this run)
+//! or the journal (earlier runs) recognises it by its identity, and it is
+//! acknowledged without being published again. What cannot be recognised
+//! (no id, or a confirm that never came) is counted, not hidden.
 
 use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
+
+use crate::moving::identity::Identity;
+use crate::moving::journal::Known;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct LevelCounts {
@@ -18,8 +23,22 @@ pub struct LevelCounts {
     pub delivered_now: u64,
     /// Published to the poison queue and confirmed (dry run: would be).
     pub poisoned: u64,
+    /// Taken again after they had landed, and acknowledged without
+    /// publishing them a second time.
+    pub skipped: u64,
     /// Ready messages still in the source level queue at the end.
     pub left: u64,
+}
+
+/// What the run knew of a message when it was taken from the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Not landed by this run, nor by an earlier one as far as the journal says.
+    New,
+    /// This run already landed it (its acknowledgement was lost with a connection).
+    LandedThisRun,
+    /// An earlier run landed it, says the journal.
+    LandedBefore,
 }
 
 #[derive(Debug, Default)]
@@ -27,36 +46,79 @@ pub struct Ledger {
     pub levels: BTreeMap<u8, LevelCounts>,
     /// Poisoned messages by kind of reason.
     pub reasons: BTreeMap<String, u64>,
-    /// Messages received again after this run had already landed them.
-    pub duplicates: u64,
-    /// Redelivered messages this run had not landed: an interrupted earlier
-    /// attempt (or run) may or may not have landed them too.
+    /// Messages taken again after this run had landed them: acknowledged at
+    /// the source without being published a second time.
+    pub skipped_this_run: u64,
+    /// The same for messages an earlier run landed (from the journal).
+    pub skipped_from_journal: u64,
+    /// Redelivered messages not known as landed to this run or the journal:
+    /// an earlier attempt may have landed them (the `in_doubt` ones, or any
+    /// after a run without a journal).
     pub possible_duplicates: u64,
-    /// Ids of the messages landed in this run.
-    landed: HashSet<String>,
+    /// Of `possible_duplicates`: published before (by this run, or by an
+    /// earlier one says the journal) without a confirm arriving, and
+    /// published again: these may be in the target twice.
+    pub in_doubt_redelivered: u64,
+    /// Messages without a message id: nothing can recognise them again, so
+    /// for them the move is at-least-once only.
+    pub without_id: u64,
+    /// Identities of the messages landed in this run.
+    landed: HashSet<Identity>,
+    /// Published by this run without a confirm before the connection died.
+    in_doubt: HashSet<Identity>,
 }
 
 impl Ledger {
-    /// Notes a message taken from a source queue, before anything is done with it.
-    pub fn received(&mut self, id: Option<&str>, redelivered: bool) {
-        if id.is_some_and(|id| self.landed.contains(id)) {
-            self.duplicates += 1;
-        } else if redelivered {
-            self.possible_duplicates += 1;
+    /// Notes a message taken from a source queue, before anything is done
+    /// with it; `journal` says what earlier runs recorded of it.
+    pub fn received(
+        &mut self,
+        identity: Option<&Identity>,
+        redelivered: bool,
+        journal: Known,
+    ) -> Seen {
+        let Some(identity) = identity else {
+            self.without_id += 1;
+            self.possible_duplicates += u64::from(redelivered);
+            return Seen::New;
+        };
+        if self.landed.contains(identity) {
+            self.skipped_this_run += 1;
+            Seen::LandedThisRun
+        } else if journal == Known::Landed {
+            self.skipped_from_journal += 1;
+            Seen::LandedBefore
+        } else {
+            if redelivered {
+                self.possible_duplicates += 1;
+                self.in_doubt_redelivered +=
+                    u64::from(journal == Known::InDoubt || self.in_doubt.contains(identity));
+            }
+            Seen::New
         }
     }
 
-    pub fn moved(&mut self, level: u8, id: Option<String>, delivered_now: bool) {
+    pub fn moved(&mut self, level: u8, identity: Option<Identity>, delivered_now: bool) {
         let counts = self.levels.entry(level).or_default();
         counts.moved += 1;
         counts.delivered_now += u64::from(delivered_now);
-        self.landed.extend(id);
+        self.landed.extend(identity);
     }
 
-    pub fn poisoned(&mut self, level: u8, id: Option<String>, reason_kind: String) {
+    pub fn poisoned(&mut self, level: u8, identity: Option<Identity>, reason_kind: String) {
         self.levels.entry(level).or_default().poisoned += 1;
         *self.reasons.entry(reason_kind).or_default() += 1;
-        self.landed.extend(id);
+        self.landed.extend(identity);
+    }
+
+    /// A message acknowledged without publishing: it had landed already.
+    pub fn skipped(&mut self, level: u8) {
+        self.levels.entry(level).or_default().skipped += 1;
+    }
+
+    /// Notes messages published without a confirm when the connection died.
+    pub fn in_doubt(&mut self, identities: impl IntoIterator<Item = Identity>) {
+        self.in_doubt.extend(identities);
     }
 
     pub fn total(&self) -> LevelCounts {
@@ -67,14 +129,15 @@ impl Ledger {
                 moved: sum.moved + c.moved,
                 delivered_now: sum.delivered_now + c.delivered_now,
                 poisoned: sum.poisoned + c.poisoned,
+                skipped: sum.skipped + c.skipped,
                 left: sum.left + c.left,
             })
     }
 
-    /// Messages moved or poisoned so far.
+    /// Messages moved, poisoned or skipped so far: taken off the source for good.
     pub fn settled(&self) -> u64 {
         let total = self.total();
-        total.moved + total.poisoned
+        total.moved + total.poisoned + total.skipped
     }
 }
 
@@ -82,19 +145,53 @@ impl Ledger {
 mod tests {
     use super::*;
 
+    fn key(n: u8) -> Identity {
+        Identity::repeated(n)
+    }
+
     #[test]
-    fn a_message_landed_twice_is_a_duplicate() {
+    fn a_message_that_comes_back_after_landing_is_recognised() {
         let mut ledger = Ledger::default();
-        ledger.received(Some("a"), false);
-        ledger.moved(5, Some("a".into()), false);
-        ledger.received(Some("a"), true);
-        ledger.moved(5, Some("a".into()), false);
-        ledger.received(Some("b"), true);
-        ledger.poisoned(3, Some("b".into()), "missing header X".into());
-        ledger.received(None, true);
-        assert_eq!((ledger.duplicates, ledger.possible_duplicates), (1, 2));
-        assert_eq!(ledger.levels[&5].moved, 2);
+        assert_eq!(
+            ledger.received(Some(&key(1)), false, Known::Unknown),
+            Seen::New
+        );
+        ledger.moved(5, Some(key(1)), false);
+        assert_eq!(
+            ledger.received(Some(&key(1)), true, Known::Unknown),
+            Seen::LandedThisRun
+        );
+        ledger.skipped(5);
+        assert_eq!(
+            ledger.received(Some(&key(2)), true, Known::Landed),
+            Seen::LandedBefore
+        );
+        ledger.skipped(5);
+        ledger.in_doubt([key(3)]);
+        assert_eq!(
+            ledger.received(Some(&key(3)), true, Known::Unknown),
+            Seen::New
+        );
+        ledger.poisoned(3, Some(key(3)), "missing header X".into());
+        assert_eq!(
+            ledger.received(Some(&key(4)), true, Known::InDoubt),
+            Seen::New
+        );
+        assert_eq!(
+            ledger.received(Some(&key(5)), true, Known::Unknown),
+            Seen::New
+        );
+        assert_eq!(ledger.received(None, true, Known::Unknown), Seen::New);
+        assert_eq!(
+            (ledger.skipped_this_run, ledger.skipped_from_journal),
+            (1, 1)
+        );
+        assert_eq!(ledger.possible_duplicates, 4);
+        assert_eq!(ledger.in_doubt_redelivered, 2);
+        assert_eq!(ledger.without_id, 1);
+        assert_eq!(ledger.levels[&5].moved, 1);
+        assert_eq!(ledger.levels[&5].skipped, 2);
         assert_eq!(ledger.reasons["missing header X"], 1);
-        assert_eq!(ledger.settled(), 3);
+        assert_eq!(ledger.settled(), 4);
     }
 }

@@ -14,7 +14,13 @@
 //!
 //! Nothing is acknowledged before it is safe elsewhere, so a crash at any
 //! point leaves every unsettled message in the source queue (the broker
-//! requeues unacknowledged deliveries when the connection dies). Many
+//! requeues unacknowledged deliveries when the connection dies). A message
+//! that comes back after it landed (its acknowledgement was lost) is
+//! recognised by its identity and acknowledged without publishing it again.
+//! When the source connection dies, the settler still collects the confirms
+//! on its way, so that what landed is known when it comes back. A stop
+//! request (SIGINT, SIGTERM) ends the taking; the settler finishes what is in
+//! flight, and what the taker held unpublished goes back to its queue. Many
 //! publishes are in flight at once, so throughput is not one round trip per
 //! message. Messages held by the taker are out of the level's TTL race; the
 //! ones still waiting in the queue may expire into the next lower level,
@@ -25,54 +31,68 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
 use futures::StreamExt;
-use indicatif::ProgressBar;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions,
+    BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
     QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
+use lapin::PublisherConfirm;
 use lapin::{BasicProperties, Channel};
-use lapin::{Confirmation, PublisherConfirm};
 use tokio::sync::mpsc;
 
 use crate::amqp::bounded;
 use crate::amqp::open_channel;
 use crate::exit::broker;
+use crate::interrupt::Interrupt;
 use crate::moving::broker::close_quietly;
 use crate::moving::classify::{classify, Disposition, PoisonReason};
 use crate::moving::headers;
-use crate::moving::ledger::Ledger;
+use crate::moving::identity::Identity;
+use crate::moving::journal::{Journal, Known};
+use crate::moving::ledger::{Ledger, Seen};
 use crate::moving::routes::Routes;
+use crate::moving::watch::Watch;
 use crate::moving::{Job, Session};
 
 /// How long the consumer may be quiet before the queue is checked for emptiness.
 const IDLE: Duration = Duration::from_millis(250);
-/// At most this many deliveries are acknowledged by one multiple ack.
-const ACK_BATCH: usize = 256;
 
 /// Where a message is being published.
 #[derive(Debug)]
-enum Outbound {
+pub(super) enum Outbound {
     Move {
         exchange: String,
         routing_key: String,
         delivered_now: bool,
     },
     Poison(PoisonReason),
+    /// It landed already (this run, or an earlier one says the journal):
+    /// acknowledged without publishing.
+    Skip,
 }
 
-/// A message published but not yet confirmed, with what is needed to poison
-/// it if the target refuses it.
-struct InFlight {
-    delivery_tag: u64,
-    level: u8,
-    id: Option<String>,
-    outbound: Outbound,
-    confirm: PublisherConfirm,
-    data: Vec<u8>,
-    properties: BasicProperties,
-    routing_key: String,
+/// A message handed to the settler: published but not yet confirmed (or
+/// skipped), with what is needed to poison it if the target refuses it.
+pub(super) struct InFlight {
+    pub delivery_tag: u64,
+    pub level: u8,
+    pub identity: Option<Identity>,
+    pub outbound: Outbound,
+    /// `None` for a skipped message: nothing was published.
+    pub confirm: Option<PublisherConfirm>,
+    pub data: Vec<u8>,
+    pub properties: BasicProperties,
+    pub routing_key: String,
+}
+
+/// How a pass ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassEnd {
+    /// Every level given was drained as far as the scan saw.
+    Drained,
+    /// A stop was requested: taking ended, what was in flight is settled.
+    Stopped,
 }
 
 /// What the taker and the settler share.
@@ -80,23 +100,49 @@ pub struct Pump<'a> {
     pub job: &'a Job,
     pub session: &'a Session,
     pub ledger: &'a Mutex<Ledger>,
-    pub bar: &'a ProgressBar,
+    pub journal: Option<&'a Journal>,
+    pub watch: &'a Watch,
+    pub interrupt: &'a Interrupt,
 }
 
 impl Pump<'_> {
     /// One pass: drains each `(level, ready messages seen by the scan)` in
     /// the order given; once that many have arrived a level is done for this
     /// pass (later arrivals wait for the next one).
-    pub async fn pass(&self, levels: &[(u8, u64)], routes: &mut Routes) -> Result<()> {
+    pub async fn pass(&self, levels: &[(u8, u64)], routes: &mut Routes) -> Result<PassEnd> {
         let (handover, settling) = mpsc::channel(usize::from(self.job.prefetch));
         let take = async move {
             for &(level, expected) in levels {
-                self.drain(level, expected, routes, &handover).await?;
+                if self.drain(level, expected, routes, &handover).await? == PassEnd::Stopped {
+                    return Ok::<_, anyhow::Error>(PassEnd::Stopped);
+                }
             }
-            Ok(())
+            Ok(PassEnd::Drained)
+            // `handover` goes here: the settler finishes what it holds, then ends.
         };
-        tokio::try_join!(take, self.settle(settling))?;
-        Ok(())
+        // Not try_join: when taking fails, the settler still collects the
+        // confirms already on their way.
+        let (taken, settled) = tokio::join!(take, self.settle(settling));
+        // The settler's failure (the target) explains the taker's ("the settler stopped").
+        settled?;
+        let end = taken?;
+        if end == PassEnd::Stopped && !self.job.dry_run {
+            // Deliveries the taker held but never handed over go back to
+            // their queue now, so that the closing count sees them.
+            bounded(
+                &self.job.from.broker,
+                "handing back the messages not moved",
+                self.session.taker.basic_nack(
+                    0,
+                    BasicNackOptions {
+                        multiple: true,
+                        requeue: true,
+                    },
+                ),
+            )
+            .await?;
+        }
+        Ok(end)
     }
 
     async fn drain(
@@ -105,9 +151,12 @@ impl Pump<'_> {
         expected: u64,
         routes: &mut Routes,
         handover: &mpsc::Sender<InFlight>,
-    ) -> Result<()> {
+    ) -> Result<PassEnd> {
         let from = &self.job.from.broker;
         let queue = self.job.from.cascade.level_name(level);
+        if self.interrupt.requested().is_some() {
+            return Ok(PassEnd::Stopped);
+        }
         // A dry run holds every message unacknowledged on a channel of its
         // own, and closing that channel hands them all back to the queue.
         let own = if self.job.dry_run {
@@ -131,12 +180,13 @@ impl Pump<'_> {
             ),
         )
         .await?;
-        self.take(level, expected, consumer, channel, routes, handover)
+        let end = self
+            .take(level, expected, consumer, channel, routes, handover)
             .await?;
         if let Some(channel) = own {
             close_quietly(channel).await;
         }
-        Ok(())
+        Ok(end)
     }
 
     async fn take(
@@ -147,13 +197,27 @@ impl Pump<'_> {
         channel: &Channel,
         routes: &mut Routes,
         handover: &mpsc::Sender<InFlight>,
-    ) -> Result<()> {
+    ) -> Result<PassEnd> {
         let from = &self.job.from.broker;
         let queue = self.job.from.cascade.level_name(level);
         let (mut received, mut cancelled) = (0u64, false);
+        let mut interrupt = self.interrupt.clone();
         loop {
             let wait = if cancelled { from.timeout } else { IDLE };
-            let drained = match tokio::time::timeout(wait, consumer.next()).await {
+            let next = tokio::select! {
+                biased;
+                _ = interrupt.wait(), if !cancelled => {
+                    bounded(
+                        from,
+                        &format!("cancelling the consumer of queue {queue}"),
+                        channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()),
+                    )
+                    .await?;
+                    return Ok(PassEnd::Stopped);
+                }
+                next = tokio::time::timeout(wait, consumer.next()) => next,
+            };
+            let drained = match next {
                 Ok(Some(Ok(delivery))) => {
                     received += 1;
                     self.take_one(level, delivery, routes, handover).await?;
@@ -167,7 +231,7 @@ impl Pump<'_> {
                     )))
                 }
                 // The consumer is cancelled (by us, or the queue was deleted).
-                Ok(None) => return Ok(()),
+                Ok(None) => return Ok(PassEnd::Drained),
                 Err(_) if cancelled => {
                     return Err(broker(format!(
                         "queue {queue}: the consumer was not cancelled within {}",
@@ -218,38 +282,33 @@ impl Pump<'_> {
     ) -> Result<()> {
         let job = self.job;
         let headers = delivery.properties.headers().as_ref();
-        let id = headers::message_id(delivery.properties.message_id().as_ref(), headers);
-        self.ledger
-            .lock()
-            .expect("ledger lock")
-            .received(id.as_deref(), delivery.redelivered);
-        let outbound = match classify(
-            delivery.routing_key.as_str(),
+        let identity = Identity::of(
+            delivery.properties.message_id().as_ref(),
             headers,
-            &job.from.cascade,
-            &job.to.cascade,
-            now_micros(),
-        ) {
-            Disposition::Move {
-                address,
-                delay_seconds,
-                route,
-            } => match routes
-                .ensure(&job.to.broker, &self.session.to, &address)
-                .await?
-            {
-                Ok(()) => Outbound::Move {
-                    exchange: route.exchange,
-                    routing_key: route.routing_key,
-                    delivered_now: delay_seconds == 0,
-                },
-                Err(reason) => Outbound::Poison(reason),
-            },
-            Disposition::Poison(reason) => Outbound::Poison(reason),
+            &delivery.data,
+        );
+        let known = match (&identity, self.journal) {
+            (Some(identity), Some(journal)) => journal.known(identity),
+            _ => Known::Unknown,
+        };
+        let seen = self.ledger.lock().expect("ledger lock").received(
+            identity.as_ref(),
+            delivery.redelivered,
+            known,
+        );
+        let outbound = if seen != Seen::New {
+            Outbound::Skip
+        } else {
+            self.outbound(&delivery, routes).await?
         };
         if job.dry_run {
-            self.record(level, id, &outbound);
+            self.record(level, identity, &outbound);
             return Ok(());
+        }
+        if let (Some(journal), Some(identity), false) =
+            (self.journal, &identity, matches!(outbound, Outbound::Skip))
+        {
+            journal.publishing(identity)?;
         }
         let source_key = delivery.routing_key.as_str();
         let confirm = match &outbound {
@@ -265,10 +324,12 @@ impl Pump<'_> {
                         .with_headers(headers::without_bookkeeping(h)),
                     None => delivery.properties.clone(),
                 };
-                self.publish(exchange, routing_key, &delivery.data, properties)
-                    .await?
+                Some(
+                    self.publish(exchange, routing_key, &delivery.data, properties)
+                        .await?,
+                )
             }
-            Outbound::Poison(reason) => {
+            Outbound::Poison(reason) => Some(
                 self.publish_poison(
                     level,
                     &delivery.data,
@@ -276,15 +337,16 @@ impl Pump<'_> {
                     source_key,
                     reason,
                 )
-                .await?
-            }
+                .await?,
+            ),
+            Outbound::Skip => None,
         };
         let routing_key = source_key.to_string();
         handover
             .send(InFlight {
                 delivery_tag: delivery.delivery_tag,
                 level,
-                id,
+                identity,
                 outbound,
                 confirm,
                 data: delivery.data,
@@ -296,105 +358,39 @@ impl Pump<'_> {
         Ok(())
     }
 
-    async fn settle(&self, mut settling: mpsc::Receiver<InFlight>) -> Result<()> {
-        let from = &self.job.from.broker;
-        while let Some(first) = settling.recv().await {
-            let mut last_tag = self.settle_one(first).await?;
-            for _ in 1..ACK_BATCH {
-                match settling.try_recv() {
-                    Ok(next) => last_tag = self.settle_one(next).await?,
-                    Err(_) => break,
-                }
-            }
-            bounded(
-                from,
-                "acknowledging source messages",
-                self.session
-                    .taker
-                    .basic_ack(last_tag, BasicAckOptions { multiple: true }),
-            )
-            .await?;
-        }
-        Ok(())
+    /// Where a new message goes: its place in the target cascade, or the
+    /// poison queue with the reason.
+    async fn outbound(&self, delivery: &Delivery, routes: &mut Routes) -> Result<Outbound> {
+        let job = self.job;
+        Ok(
+            match classify(
+                delivery.routing_key.as_str(),
+                delivery.properties.headers().as_ref(),
+                &job.from.cascade,
+                &job.to.cascade,
+                now_micros(),
+            ) {
+                Disposition::Move {
+                    address,
+                    delay_seconds,
+                    route,
+                } => match routes
+                    .ensure(&job.to.broker, &self.session.to, &address)
+                    .await?
+                {
+                    Ok(()) => Outbound::Move {
+                        exchange: route.exchange,
+                        routing_key: route.routing_key,
+                        delivered_now: delay_seconds == 0,
+                    },
+                    Err(reason) => Outbound::Poison(reason),
+                },
+                Disposition::Poison(reason) => Outbound::Poison(reason),
+            },
+        )
     }
 
-    /// Waits until one message is safe in the target or the poison queue.
-    async fn settle_one(&self, item: InFlight) -> Result<u64> {
-        let to = &self.job.to.broker;
-        let confirmation = bounded(to, "waiting for the target's confirm", item.confirm).await?;
-        let exchange = match &item.outbound {
-            Outbound::Move { exchange, .. } => exchange.clone(),
-            Outbound::Poison(_) => String::new(),
-        };
-        let refused = match confirmation {
-            Confirmation::Ack(None) => None,
-            Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
-                Some(PoisonReason::Unroutable {
-                    exchange,
-                    reply: format!("{} {}", returned.reply_code, returned.reply_text),
-                })
-            }
-            Confirmation::Nack(None) => Some(PoisonReason::Refused { exchange }),
-            Confirmation::NotRequested => {
-                return Err(broker("publisher confirms are off on the target channel"))
-            }
-        };
-        let outbound = match (item.outbound, refused) {
-            (outbound, None) => outbound,
-            (Outbound::Move { .. }, Some(reason)) => {
-                let poison = self
-                    .publish_poison(
-                        item.level,
-                        &item.data,
-                        &item.properties,
-                        &item.routing_key,
-                        &reason,
-                    )
-                    .await?;
-                self.expect_landed(
-                    bounded(to, "waiting for the poison queue's confirm", poison).await?,
-                )?;
-                Outbound::Poison(reason)
-            }
-            (Outbound::Poison(_), Some(reason)) => {
-                return Err(broker(format!(
-                    "the poison queue {} did not take a message: {reason}",
-                    self.job.poison_queue
-                )))
-            }
-        };
-        self.record(item.level, item.id, &outbound);
-        Ok(item.delivery_tag)
-    }
-
-    fn expect_landed(&self, confirmation: Confirmation) -> Result<()> {
-        match confirmation {
-            Confirmation::Ack(None) => Ok(()),
-            other => Err(broker(format!(
-                "the poison queue {} did not take a message: {other:?}",
-                self.job.poison_queue
-            ))),
-        }
-    }
-
-    fn record(&self, level: u8, id: Option<String>, outbound: &Outbound) {
-        let mut ledger = self.ledger.lock().expect("ledger lock");
-        match outbound {
-            Outbound::Move { delivered_now, .. } => ledger.moved(level, id, *delivered_now),
-            Outbound::Poison(reason) => ledger.poisoned(level, id, reason.kind()),
-        }
-        let total = ledger.total();
-        drop(ledger);
-        self.bar.inc(1);
-        self.bar.set_message(format!(
-            "moved {}, poisoned {}, {:.0} msg/s",
-            total.moved,
-            total.poisoned,
-            self.bar.per_sec()
-        ));
-    }
-
-    async fn publish(
+    pub(super) async fn publish(
         &self,
         exchange: &str,
         routing_key: &str,
@@ -418,7 +414,7 @@ impl Pump<'_> {
         .await
     }
 
-    async fn publish_poison(
+    pub(super) async fn publish_poison(
         &self,
         level: u8,
         data: &[u8],

@@ -1,7 +1,7 @@
 //! The result of a move, for people (a table per level) and for machines
 //! (JSON with per-level counts). The run is `ok` when every message found
 //! landed in the target cascade: nothing poisoned, nothing left behind, no
-//! conflict in the target cascade.
+//! conflict in the target cascade, not stopped by a signal.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -36,18 +36,19 @@ pub(super) fn render(
         && total.poisoned == 0
         && total.left == 0
         && stuck == 0
-        && source_exists;
+        && source_exists
+        && state.interrupted.is_none();
     let seconds = elapsed.as_secs_f64();
     let rate = if seconds > 0.0 {
-        (total.moved + total.poisoned) as f64 / seconds
+        ledger.settled() as f64 / seconds
     } else {
         0.0
     };
 
-    let (moved_word, poisoned_word) = if job.dry_run {
-        ("would move", "would poison")
+    let (moved_word, poisoned_word, skipped_word) = if job.dry_run {
+        ("would move", "would poison", "would skip")
     } else {
-        ("moved", "poisoned")
+        ("moved", "poisoned", "skipped")
     };
     let mut text = String::new();
     let _ = writeln!(
@@ -85,22 +86,28 @@ pub(super) fn render(
     }
     let _ = writeln!(
         text,
-        "{:>5} {:>9} {:>10} {:>9} {:>12} {:>6}",
-        "level", "found", moved_word, "due now", poisoned_word, "left"
+        "{:>5} {:>9} {:>10} {:>9} {:>12} {:>10} {:>6}",
+        "level", "found", moved_word, "due now", poisoned_word, skipped_word, "left"
     );
     for (level, c) in ledger.levels.iter().rev() {
-        if c.found + c.moved + c.poisoned + c.left > 0 {
+        if c.found + c.moved + c.poisoned + c.skipped + c.left > 0 {
             let _ = writeln!(
                 text,
-                "{level:>5} {:>9} {:>10} {:>9} {:>12} {:>6}",
-                c.found, c.moved, c.delivered_now, c.poisoned, c.left
+                "{level:>5} {:>9} {:>10} {:>9} {:>12} {:>10} {:>6}",
+                c.found, c.moved, c.delivered_now, c.poisoned, c.skipped, c.left
             );
         }
     }
     let _ = writeln!(
         text,
-        "{:>5} {:>9} {:>10} {:>9} {:>12} {:>6}",
-        "total", total.found, total.moved, total.delivered_now, total.poisoned, total.left
+        "{:>5} {:>9} {:>10} {:>9} {:>12} {:>10} {:>6}",
+        "total",
+        total.found,
+        total.moved,
+        total.delivered_now,
+        total.poisoned,
+        total.skipped,
+        total.left
     );
     for (address, outcome) in routes.outcomes() {
         let _ = writeln!(
@@ -119,22 +126,29 @@ pub(super) fn render(
     for warning in &warnings {
         let _ = writeln!(text, "warning: {warning}");
     }
+    for note in duplicate_notes(ledger, state) {
+        let _ = writeln!(text, "{note}");
+    }
     let _ = writeln!(
         text,
         "{moved_word} {} and {poisoned_word} {} of {} messages in {seconds:.1} s ({rate:.0} msg/s); \
-         duplicates {}, reconnects {}",
+         {skipped_word} {} already landed, reconnects {}",
         total.moved,
         total.poisoned,
         total.found,
-        ledger.duplicates,
+        total.skipped,
         state.reconnects
     );
-    if ledger.possible_duplicates > 0 {
+    if let Some(signal) = state.interrupted {
+        let left = if state.left_counted {
+            format!("{} still in the source", total.left)
+        } else {
+            "the source could not be counted (the broker was unreachable)".into()
+        };
         let _ = writeln!(
             text,
-            "{} messages were delivered before (an interrupted run, or a dry run): \
-             any of them that an interrupted run had already moved is now in the target twice",
-            ledger.possible_duplicates
+            "stopped by {signal}: {moved_word} {}, {poisoned_word} {}, {left}; run again to finish",
+            total.moved, total.poisoned
         );
     }
 
@@ -150,6 +164,7 @@ pub(super) fn render(
                 "moved": c.moved,
                 "delivered_now": c.delivered_now,
                 "poisoned": c.poisoned,
+                "skipped": c.skipped,
                 "left": c.left,
             })
         })
@@ -175,9 +190,21 @@ pub(super) fn render(
         "delivered_now": total.delivered_now,
         "poisoned": total.poisoned,
         "left": total.left,
+        "skipped": total.skipped,
         "dead_letter_backlog": stuck,
-        "duplicates": ledger.duplicates,
+        "skipped_landed_this_run": ledger.skipped_this_run,
+        "skipped_from_journal": ledger.skipped_from_journal,
         "possible_duplicates": ledger.possible_duplicates,
+        "in_doubt": ledger.in_doubt_redelivered,
+        "without_id": ledger.without_id,
+        "interrupted": state.interrupted,
+        "left_counted": state.left_counted,
+        "journal": state.journal.as_ref().map(|j| json!({
+            "path": j.path.display().to_string(),
+            "existed": j.existed,
+            "earlier_landed": j.earlier,
+            "removed": j.removed,
+        })),
         "reconnects": state.reconnects,
         "passes": state.passes,
         "elapsed_seconds": seconds,
@@ -227,6 +254,45 @@ fn warnings(job: &Job, routes: &Routes, state: &RunState) -> Vec<String> {
     warnings
 }
 
+/// What the run can say about messages that may have landed twice: as
+/// precisely as the journal allows, and without alarm where nothing points
+/// to an earlier run (a dry run hands every message back redelivered).
+fn duplicate_notes(ledger: &Ledger, state: &RunState) -> Vec<String> {
+    let mut notes = Vec::new();
+    if ledger.without_id > 0 {
+        notes.push(format!(
+            "note: {} messages have no message id: they cannot be recognised if they come back, \
+             so for them the move is at-least-once",
+            ledger.without_id
+        ));
+    }
+    if ledger.in_doubt_redelivered > 0 {
+        notes.push(format!(
+            "warning: {} messages had been published before without a confirm (by this run \
+             before a connection was lost, or by an interrupted run, says the journal) and were \
+             published again: they may now be in the target twice",
+            ledger.in_doubt_redelivered
+        ));
+    }
+    let redelivered = ledger.possible_duplicates - ledger.in_doubt_redelivered;
+    if redelivered > 0 {
+        notes.push(if state.journal.is_some() {
+            format!(
+                "note: {redelivered} messages had been delivered before (a dry run, a stopped \
+                 run, another consumer); the journal records no publish of them, so none is a \
+                 duplicate"
+            )
+        } else {
+            format!(
+                "note: {redelivered} messages had been delivered before (an interrupted run, a \
+                 dry run, another consumer); without a journal this run cannot tell whether an \
+                 interrupted run had already moved them: any it had is now in the target twice"
+            )
+        });
+    }
+    notes
+}
+
 fn route_text(outcome: &RouteOutcome, dry_run: bool) -> String {
     match outcome {
         RouteOutcome::Bound {
@@ -243,7 +309,7 @@ fn route_text(outcome: &RouteOutcome, dry_run: bool) -> String {
     }
 }
 
-fn describe(side: &Side) -> String {
+pub(super) fn describe(side: &Side) -> String {
     format!(
         "{} vhost `{}` ({} levels from {})",
         side.broker.amqp_display(),

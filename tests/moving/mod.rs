@@ -4,6 +4,8 @@
 //! Messages go through AMQP (lapin) here: thousands of them, with headers.
 #![allow(dead_code)]
 
+pub mod stage;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -138,6 +140,7 @@ impl Taken {
 
 /// An AMQP client for one test vhost.
 pub struct Client {
+    url: String,
     runtime: tokio::runtime::Runtime,
     connection: Connection,
     channel: Channel,
@@ -145,13 +148,17 @@ pub struct Client {
 
 impl Client {
     pub fn new(vhost: &TestVhost) -> Client {
+        Client::connect(&vhost.url())
+    }
+
+    pub fn connect(url: &str) -> Client {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
         let (connection, channel) = runtime.block_on(async {
-            let connection = Connection::connect(&vhost.url(), ConnectionProperties::default())
+            let connection = Connection::connect(url, ConnectionProperties::default())
                 .await
                 .unwrap();
             let channel = connection.create_channel().await.unwrap();
@@ -162,6 +169,7 @@ impl Client {
             (connection, channel)
         });
         Client {
+            url: url.to_string(),
             runtime,
             connection,
             channel,
@@ -202,10 +210,37 @@ impl Client {
         });
     }
 
+    /// Declares a durable classic queue.
+    pub fn declare_queue(&self, queue: &str) {
+        self.runtime.block_on(async {
+            self.channel
+                .queue_declare(
+                    queue.into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+        });
+    }
+
     /// Ready messages in `queue` now (0 when it does not exist).
     pub fn ready(&self, queue: &str) -> u32 {
         self.runtime.block_on(async {
-            let channel = self.connection.create_channel().await.unwrap();
+            // A passive declare of a missing queue closes its channel, and
+            // lapin sometimes fails the connection with it: then a new one.
+            let channel = match self.connection.create_channel().await {
+                Ok(channel) => channel,
+                Err(_) => Connection::connect(&self.url, ConnectionProperties::default())
+                    .await
+                    .unwrap()
+                    .create_channel()
+                    .await
+                    .unwrap(),
+            };
             let declared = channel
                 .queue_declare(
                     queue.into(),
@@ -418,15 +453,38 @@ pub fn assert_remaining_delay(
     assert!(!taken.headers.contains_key("x-first-death-queue"));
 }
 
-/// The duplicates a fault caused are within what the runs reported:
-/// at least the certain ones, at most those plus the possible ones.
+/// The duplicates a fault caused are no more than the runs said might land
+/// twice (`possible_duplicates`: redelivered messages they could not recognise).
 pub fn assert_duplicates_reported(reports: &[Value], duplicates: usize) {
-    let sum = |field: &str| -> u64 { reports.iter().map(|r| r[field].as_u64().unwrap()).sum() };
-    let (certain, possible) = (sum("duplicates"), sum("possible_duplicates"));
+    let possible: u64 = reports
+        .iter()
+        .map(|r| r["possible_duplicates"].as_u64().unwrap())
+        .sum();
     assert!(
-        certain <= duplicates as u64 && duplicates as u64 <= certain + possible,
-        "{duplicates} duplicates landed, reported {certain} (+{possible} possible)"
+        duplicates as u64 <= possible,
+        "{duplicates} duplicates landed, reported at most {possible}"
     );
+}
+
+/// The sum of a numeric field over several reports.
+pub fn sum(reports: &[Value], field: &str) -> u64 {
+    reports
+        .iter()
+        .map(|r| {
+            r[field]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{field}: {r:#}"))
+        })
+        .sum()
+}
+
+/// Sends `signal` (e.g. "INT", "TERM") to a running process.
+pub fn send_signal(child: &std::process::Child, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args(["-s", signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -s {signal} failed");
 }
 
 /// Runs `command` until it exits 0, at most `runs` times; returns every JSON report.

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 mod node;
 pub use node::*;
+pub mod proxy;
 
 /// `host:port` of the broker's AMQP listener (see [`node`] for how it is chosen).
 pub fn amqp_host_port() -> &'static str {

@@ -199,18 +199,25 @@ impl TlsVhost {
         management: Option<&str>,
         tls: &[(&str, PathBuf)],
     ) -> assert_cmd::Command {
-        let mut command = assert_cmd::Command::cargo_bin("delaytopo").unwrap();
-        command
-            .env_clear()
-            .arg("-f")
-            .arg(self.topology.path())
-            .args(["--no-progress", "--timeout", "15", "--url", url]);
+        let mut command = self.delaytopo_without_url();
+        command.args(["--url", url]);
         if let Some(management) = management {
             command.args(["--management-url", management]);
         }
         for (option, path) in tls {
             command.arg(option).arg(path);
         }
+        command
+    }
+
+    /// `delaytopo` with only the fixture's topology file: its `broker:` keys decide.
+    pub fn delaytopo_without_url(&self) -> assert_cmd::Command {
+        let mut command = assert_cmd::Command::cargo_bin("delaytopo").unwrap();
+        command
+            .env_clear()
+            .arg("-f")
+            .arg(self.topology.path())
+            .args(["--no-progress", "--timeout", "15"]);
         command
     }
 
