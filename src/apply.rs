@@ -109,9 +109,28 @@ pub fn connection_failure(ops: &[Operation], results: &[OpResult]) -> Option<any
     ops.iter()
         .zip(results)
         .find_map(|(op, result)| match result {
-            OpResult::Unanswered { reason } => Some(broker(format!("{}: {reason}", op.describe()))),
+            OpResult::Unanswered { reason } => Some(broker(format!(
+                "{}: {reason}{}",
+                op.describe(),
+                quorum_disabled_hint(reason)
+            ))),
             _ => None,
         })
+}
+
+/// What a broker that has quorum queues turned off (`queue_types.quorum.enabled
+/// = false`, RabbitMQ 4.2+) means: it answers a quorum declare with a
+/// connection error naming the queue type as disabled, which the management
+/// API cannot show beforehand.
+fn quorum_disabled_hint(reason: &str) -> &'static str {
+    let reason = reason.to_lowercase();
+    if reason.contains("quorum") && (reason.contains("disabled") || reason.contains("not enabled"))
+    {
+        " (quorum queues are disabled on this broker, `queue_types.quorum.enabled = false`: \
+         enable them, or use `queue_type: classic`)"
+    } else {
+        ""
+    }
 }
 
 impl Operation {
@@ -545,6 +564,35 @@ fn no_answer(target: &Target, timeout: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quorum_declare_refused_as_disabled_says_how_to_go_on() {
+        let ops = [Operation::DeclareQueue(crate::cascade::Queue {
+            name: "nsb.v2.delay-level-00".into(),
+            durable: true,
+            exclusive: false,
+            auto_delete: false,
+            arguments: Default::default(),
+            level: 0,
+        })];
+        // The broker's words when a queue type is off (rabbit_amqqueue:declare/7).
+        let reason = "541 INTERNAL_ERROR - Cannot declare a queue 'queue 'nsb.v2.delay-level-00' \
+                      in vhost '/'' of type 'rabbit_quorum_queue' on node 'rabbit@a': the \
+                      corresponding feature flag is disabled";
+        let results = [OpResult::Unanswered {
+            reason: reason.into(),
+        }];
+        let error = connection_failure(&ops, &results).unwrap().to_string();
+        assert!(
+            error.contains("`queue_types.quorum.enabled = false`"),
+            "{error}"
+        );
+        let other = [OpResult::Unanswered {
+            reason: "connection reset".into(),
+        }];
+        let error = connection_failure(&ops, &other).unwrap().to_string();
+        assert!(!error.contains("quorum queues are disabled"), "{error}");
+    }
 
     #[test]
     fn arguments_keep_their_amqp_types() {

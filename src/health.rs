@@ -13,6 +13,8 @@ use crate::cascade::{Desired, Role};
 use crate::diff::{Finding, Severity, Structure};
 use crate::observe::{arg_value, BrokerInfo, Observed, ObservedQueue, Policy};
 use crate::topology::{ArgValue, QueueType};
+use crate::versions;
+use crate::{capacity, deprecations};
 
 mod cluster;
 mod jams;
@@ -62,6 +64,18 @@ pub fn findings(desired: &Desired, observed: &Observed, structure: &Structure) -
     found.extend(crate::loss_guard::findings(desired, &observed.queues));
     if let Some(broker) = &observed.broker {
         found.extend(broker_findings(desired, broker));
+        found.extend(versions::findings(desired, &broker.rabbitmq_version));
+        found.extend(deprecations::findings(
+            desired,
+            &observed.queues,
+            broker.deprecated_used.as_deref(),
+        ));
+        // Room for one more cascade on each node.
+        found.extend(capacity::headroom_findings(
+            &broker.nodes,
+            desired.levels,
+            capacity::Needs::default(),
+        ));
         found.extend(quorum_findings(
             desired,
             &observed.queues,
@@ -353,14 +367,6 @@ fn consequence(change: &Change, level: u8, quorum: bool) -> String {
     }
 }
 
-/// `3.10.8` -> (3, 10).
-fn major_minor(version: &str) -> Option<(u32, u32)> {
-    let mut parts = version.split(|c: char| !c.is_ascii_digit());
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    Some((major, minor))
-}
-
 /// Broker version, feature flags and statistics.
 pub fn broker_findings(desired: &Desired, broker: &BrokerInfo) -> Vec<Finding> {
     let mut found = Vec::new();
@@ -380,6 +386,10 @@ pub fn broker_findings(desired: &Desired, broker: &BrokerInfo) -> Vec<Finding> {
     if desired.queue_type != QueueType::Quorum {
         return found;
     }
+    // 4.x has every 3.x flag on, and no longer lists some of them.
+    if versions::flags_always_on(&broker.rabbitmq_version) {
+        return found;
+    }
     let flags_unreadable = broker.unreadable.contains(&"feature-flags");
     if flags_unreadable {
         found.push(finding(
@@ -393,7 +403,7 @@ pub fn broker_findings(desired: &Desired, broker: &BrokerInfo) -> Vec<Finding> {
             None,
         ));
     }
-    if major_minor(&broker.rabbitmq_version).is_some_and(|v| v < (3, 10)) {
+    if versions::Version::parse(&broker.rabbitmq_version).is_some_and(|v| v.series() < (3, 10)) {
         found.push(finding(
             Severity::Error,
             "broker".into(),
@@ -539,6 +549,14 @@ mod tests {
         .unwrap()
     }
 
+    /// The same broker at a release without known defects.
+    fn on_current_broker(mut observed: Observed) -> Observed {
+        if let Some(broker) = &mut observed.broker {
+            broker.rabbitmq_version = "4.3.3".into();
+        }
+        observed
+    }
+
     fn all_findings(d: &Desired, observed: &Observed) -> Vec<Finding> {
         findings(d, observed, &structure(d, observed))
     }
@@ -550,7 +568,15 @@ mod tests {
         observed
             .queues
             .insert("Sales".into(), queue("Sales", Arguments::new()));
-        assert!(all_findings(&d, &observed).is_empty());
+        // 3.10.8 has known defects and is past support: only those are found.
+        let on_3_10 = all_findings(&d, &observed);
+        assert!(
+            on_3_10
+                .iter()
+                .all(|f| f.kind == "broker_defect" || f.kind == "end_of_community_support"),
+            "{on_3_10:?}"
+        );
+        assert!(all_findings(&d, &on_current_broker(observed.clone())).is_empty());
         let levels = levels(&d, &observed.queues);
         assert_eq!(levels.len(), 28);
         assert_eq!(
@@ -724,6 +750,8 @@ mod tests {
             cluster_nodes: 1,
             alarms: vec![],
             unreadable: vec![],
+            nodes: vec![],
+            deprecated_used: None,
         };
         let found = broker_findings(&d, &broker);
         let kinds: Vec<(&str, Severity)> = found
@@ -745,6 +773,16 @@ mod tests {
     }
 
     #[test]
+    fn a_4x_broker_is_not_asked_for_the_3x_feature_flags() {
+        let d = desired("");
+        let mut broker = installed(&d).broker.unwrap();
+        broker.rabbitmq_version = "4.3.3".into();
+        broker.feature_flags.clear();
+        broker.unreadable = vec!["feature-flags"];
+        assert!(broker_findings(&d, &broker).is_empty());
+    }
+
+    #[test]
     fn feature_flags_a_monitoring_user_may_not_read_are_noted_as_unchecked() {
         let d = desired("");
         let mut broker = installed(&d).broker.unwrap();
@@ -756,14 +794,6 @@ mod tests {
             (found[0].kind.as_str(), found[0].severity),
             ("unchecked", Severity::Info)
         );
-    }
-
-    #[test]
-    fn versions_compare_by_major_and_minor() {
-        assert_eq!(major_minor("3.10.8"), Some((3, 10)));
-        assert_eq!(major_minor("4.0.0-rc.1"), Some((4, 0)));
-        assert!(major_minor("3.9.0").unwrap() < (3, 10));
-        assert_eq!(major_minor("unknown"), None);
     }
 
     #[test]
@@ -782,7 +812,7 @@ mod tests {
             routing_key: "#.Big.Sales".into(),
             arguments: Arguments::new(),
         });
-        let found = all_findings(&d, &observed);
+        let found = all_findings(&d, &on_current_broker(observed));
         let warnings: Vec<_> = found
             .iter()
             .filter(|f| f.severity == Severity::Warning)

@@ -4,10 +4,12 @@
 pub mod amqp;
 pub mod apply;
 pub mod broker_identity;
+pub mod capacity;
 pub mod cascade;
 pub mod cli;
 pub mod commands;
 pub mod context;
+pub mod deprecations;
 pub mod diff;
 pub mod exit;
 pub mod failover;
@@ -28,3 +30,4 @@ pub mod target;
 mod test_fixtures;
 pub mod tls;
 pub mod topology;
+pub mod versions;

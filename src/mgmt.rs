@@ -90,13 +90,14 @@ impl Management {
     }
 
     /// GET /api/{path} where the user may lack the tag it needs (feature
-    /// flags need `administrator`, nodes `monitoring`): `None` when refused
-    /// with 401/403, so that a monitoring user can still check the rest.
+    /// flags need `administrator`, nodes `monitoring`) or the broker the
+    /// endpoint (deprecated features: 3.13+): `None` when refused with
+    /// 401/403 or answered 404, so that the rest can still be checked.
     pub async fn get_if_permitted<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>> {
         let answer = self.request(Method::GET, path, None).await?;
         if matches!(
             answer.status,
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND
         ) {
             return Ok(None);
         }

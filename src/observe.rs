@@ -11,7 +11,9 @@ use anyhow::Result;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::capacity::{NodeResources, VhostLimits};
 use crate::cascade::{Arguments, DestinationKind};
+use crate::deprecations::DeprecatedFeature;
 use crate::mgmt::Management;
 use crate::topology::ArgValue;
 
@@ -70,7 +72,7 @@ pub struct ObservedQueue {
     pub leader: Option<String>,
     pub policy: Option<String>,
     pub operator_policy: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "policy_definition")]
     pub effective_policy_definition: Option<Map<String, Value>>,
     pub state: Option<String>,
     /// With `?lengths_age=…&lengths_incr=…`: `messages` over recent seconds.
@@ -137,6 +139,10 @@ pub struct BrokerInfo {
     /// The API paths the user was refused (`feature-flags` needs the
     /// administrator tag, `nodes` monitoring): what they tell was not checked.
     pub unreadable: Vec<&'static str>,
+    /// Each node's file handles and sockets, when `/api/nodes` was readable.
+    pub nodes: Vec<NodeResources>,
+    /// What the broker reports in use; `None` before 3.13 (no such endpoint).
+    pub deprecated_used: Option<Vec<DeprecatedFeature>>,
 }
 
 #[derive(Deserialize)]
@@ -179,6 +185,19 @@ fn arguments<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Arguments, D::Err
     Ok(map.into_iter().map(|(k, v)| (k, arg_value(v))).collect())
 }
 
+/// The policy keys in effect on a queue. Brokers say "none" as `{}`, `[]`
+/// (an empty Erlang proplist) or `""`, depending on the version; all three
+/// mean no key.
+fn policy_definition<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Map<String, Value>>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Object(map) => Some(map),
+        Value::Null => None,
+        _ => Some(Map::new()),
+    })
+}
+
 pub fn arg_value(value: Value) -> ArgValue {
     match value {
         Value::Bool(b) => ArgValue::Bool(b),
@@ -189,6 +208,72 @@ pub fn arg_value(value: Value) -> ArgValue {
         Value::String(s) => ArgValue::Str(s),
         other => ArgValue::Str(other.to_string()),
     }
+}
+
+/// The most queues the management API gives in one page (RabbitMQ refuses
+/// a larger `page_size`, and from 4.0.6 caps unpaginated answers too).
+const QUEUE_PAGE: usize = 500;
+
+#[derive(Deserialize)]
+struct Page<T> {
+    items: Vec<T>,
+    page_count: usize,
+}
+
+/// Every queue of the client's vhost, page by page, so a vhost with
+/// thousands of endpoint queues is read whole: the first page says how many
+/// pages there are, the rest are read at once. `query`: more parameters
+/// (`a=1&b=2`), or "".
+pub async fn queues<T: serde::de::DeserializeOwned>(
+    management: &Management,
+    query: &str,
+) -> Result<Vec<T>> {
+    let more = if query.is_empty() {
+        String::new()
+    } else {
+        format!("&{query}")
+    };
+    let page = |number: usize| {
+        management.get::<Page<T>>(format!(
+            "{}?page={number}&page_size={QUEUE_PAGE}&sort=name{more}",
+            management.vhost_path("queues")
+        ))
+    };
+    let first = page(1).await?;
+    let rest = futures::future::try_join_all((2..=first.page_count).map(page)).await?;
+    let mut items = first.items;
+    items.extend(rest.into_iter().flat_map(|p| p.items));
+    Ok(items)
+}
+
+/// What plan and install check before creating anything: the vhost's
+/// limits and the nodes' headroom.
+#[derive(Debug, Clone, Default)]
+pub struct Capacity {
+    pub limits: VhostLimits,
+    pub nodes: Vec<NodeResources>,
+}
+
+#[derive(Deserialize)]
+struct LimitsEntry {
+    value: VhostLimits,
+}
+
+/// Reads the vhost's limits and the nodes' resources; what the user may not
+/// read counts as unlimited (install's own declares are then the check).
+pub async fn capacity(management: &Management) -> Result<Capacity> {
+    let limits_path = management.vhost_path("vhost-limits");
+    let limits = management.get_if_permitted::<Vec<LimitsEntry>>(&limits_path);
+    let nodes = management.get_if_permitted::<Vec<NodeResources>>("nodes");
+    let (limits, nodes) = futures::try_join!(limits, nodes)?;
+    let limits = limits
+        .and_then(|entries| entries.into_iter().next())
+        .map(|entry| entry.value)
+        .unwrap_or_default();
+    Ok(Capacity {
+        limits,
+        nodes: nodes.unwrap_or_default(),
+    })
 }
 
 /// The resource alarms in force on any node: `None` when the user may not
@@ -214,7 +299,7 @@ fn alarms_of(nodes: &[Node]) -> Vec<String> {
 /// Reads the client's vhost at the given depth.
 pub async fn observe(management: &Management, depth: Depth) -> Result<Observed> {
     let exchanges = management.get::<Vec<ObservedExchange>>(management.vhost_path("exchanges"));
-    let queues = management.get::<Vec<ObservedQueue>>(management.vhost_path("queues"));
+    let queues = queues::<ObservedQueue>(management, "");
     let bindings = management.get::<Vec<ObservedBinding>>(management.vhost_path("bindings"));
     let (exchanges, queues, bindings, extra) = match depth {
         Depth::Definitions => {
@@ -227,8 +312,11 @@ pub async fn observe(management: &Management, depth: Depth) -> Result<Observed> 
                 management.get::<Vec<Policy>>(management.vhost_path("operator-policies"));
             let overview = management.get::<Overview>("overview");
             let flags = management.get_if_permitted::<Vec<FeatureFlag>>("feature-flags");
-            let nodes = management.get_if_permitted::<Vec<Node>>("nodes");
-            let (e, q, b, p, op, o, f, n) = futures::try_join!(
+            // Read once, taken two ways: resource alarms and descriptor headroom.
+            let nodes = management.get_if_permitted::<Vec<Value>>("nodes");
+            let deprecated =
+                management.get_if_permitted::<Vec<DeprecatedFeature>>("deprecated-features/used");
+            let (e, q, b, p, op, o, f, n, d) = futures::try_join!(
                 exchanges,
                 queues,
                 bindings,
@@ -236,7 +324,8 @@ pub async fn observe(management: &Management, depth: Depth) -> Result<Observed> 
                 operator_policies,
                 overview,
                 flags,
-                nodes
+                nodes,
+                deprecated
             )?;
             let unreadable = [("feature-flags", f.is_none()), ("nodes", n.is_none())]
                 .into_iter()
@@ -252,7 +341,16 @@ pub async fn observe(management: &Management, depth: Depth) -> Result<Observed> 
                 },
                 |n| n.len(),
             );
-            let alarms = n.as_deref().map(alarms_of).unwrap_or_default();
+            let (alarm_states, resources): (Vec<Node>, Vec<NodeResources>) = n
+                .iter()
+                .flatten()
+                .filter_map(|node| {
+                    let alarms = serde_json::from_value(node.clone()).ok()?;
+                    let resources = serde_json::from_value(node.clone()).ok()?;
+                    Some((alarms, resources))
+                })
+                .unzip();
+            let alarms = alarms_of(&alarm_states);
             let broker = BrokerInfo {
                 alarms,
                 rabbitmq_version: o.rabbitmq_version,
@@ -264,6 +362,8 @@ pub async fn observe(management: &Management, depth: Depth) -> Result<Observed> 
                 statistics_disabled: o.disable_stats,
                 cluster_nodes,
                 unreadable,
+                nodes: resources,
+                deprecated_used: d,
             };
             (e, q, b, Some((p, op, broker)))
         }
@@ -314,6 +414,18 @@ mod tests {
         .unwrap();
         assert_eq!(queue.messages, None);
         assert_eq!(queue.held_messages(), 0);
+    }
+
+    #[test]
+    fn an_empty_policy_definition_decodes_in_every_versions_spelling() {
+        for empty in [json!({}), json!([]), json!("")] {
+            let queue: ObservedQueue = serde_json::from_value(json!({
+                "name": "q", "durable": true, "auto_delete": false, "arguments": {},
+                "effective_policy_definition": empty
+            }))
+            .unwrap();
+            assert_eq!(queue.effective_policy_definition, Some(Map::new()));
+        }
     }
 
     #[test]

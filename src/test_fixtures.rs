@@ -77,6 +77,8 @@ pub fn installed(d: &Desired) -> Observed {
         cluster_nodes: 1,
         alarms: Vec::new(),
         unreadable: vec![],
+        nodes: vec![],
+        deprecated_used: None,
     });
     observed
 }

@@ -179,11 +179,16 @@ fn expected(
             ])
             .to_string()
         })
-        .chain(
-            endpoint_queues
-                .iter()
-                .map(|name| json!([name, true, false, false, {}]).to_string()),
-        )
+        .chain(endpoint_queues.iter().map(|name| {
+            // RabbitMQ 4.x records the queue type of a queue declared
+            // without one (SPEC §1); 3.x leaves the arguments empty.
+            let recorded = if broker_version().starts_with('3') {
+                json!({})
+            } else {
+                json!({"x-queue-type": "classic"})
+            };
+            json!([name, true, false, false, recorded]).to_string()
+        }))
         .collect();
     let bindings = desired
         .bindings

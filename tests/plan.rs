@@ -34,8 +34,9 @@ fn a_fresh_vhost_plans_113_creations() {
         .iter()
         .any(|c| c["entity"] == "queue nsb.v2.delay-level-00"));
     assert_eq!(document["teardown"]["queues"], json!([]));
-    // Three reads and the overview that proves the broker, all at once.
-    assert_eq!(document["http_requests"], 4);
+    // Five reads (three of definitions, the vhost's limits, the nodes) and
+    // the overview that proves the broker, all at once.
+    assert_eq!(document["http_requests"], 6);
     let text = vhost.delaytopo().arg("plan").output().unwrap();
     assert_eq!(text.status.code(), Some(1));
     let text = String::from_utf8(text.stdout).unwrap();

@@ -26,11 +26,7 @@ fn placement_keys_and_queue_arguments_add_to_the_defaults() {
     assert_eq!(arguments["x-quorum-initial-group-size"], 1);
     assert_eq!(arguments["x-queue-leader-locator"], "client-local");
     assert_eq!(arguments["x-delivery-limit"], 50);
-    vhost
-        .delaytopo()
-        .args(["verify", "--strict"])
-        .assert()
-        .code(0);
+    vhost.assert_verifies_strictly();
 }
 
 #[test]

@@ -13,13 +13,14 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
 use crate::apply::{self, OpResult, Operation, Session};
+use crate::capacity;
 use crate::cascade::{Desired, Role};
 use crate::commands::fanout::{self, VhostOutcome};
 use crate::context::Context;
 use crate::diff::{self, binding_entity, Finding, Severity, Structure};
 use crate::exit::broker;
 use crate::mgmt::{Management, NotProvenSameBroker};
-use crate::observe::{observe, Depth, Observed};
+use crate::observe::{self, observe, Depth, Observed};
 use crate::preflight;
 use crate::progress::Progress;
 use crate::report::Outcome;
@@ -48,20 +49,35 @@ async fn install_vhost(
         let target = target.clone();
         tokio::spawn(async move { Session::open(&target, apply::DEFAULT_LANES).await })
     };
-    let observed = match Management::new(&target) {
+    let (observed, capacity) = match Management::new(&target) {
         Ok(management) => {
-            let (observed, allowed) = futures::join!(
+            let (observed, capacity, allowed) = futures::join!(
                 observe(&management, Depth::Definitions),
+                observe::capacity(&management),
                 preflight::check(&management, &target, "install", &desired)
             );
             if let Err(refused) = allowed {
                 connecting.abort();
                 return Err(refused);
             }
-            observed
+            (observed, capacity.ok())
         }
-        Err(error) => Err(error),
+        Err(error) => (Err(error), None),
     };
+    // A cascade that cannot all fit is refused before anything is created.
+    if let (Ok(observed), Some(capacity)) = (&observed, &capacity) {
+        let structure = diff::structure(&desired, observed);
+        let refusals = capacity::limit_findings(
+            &target.vhost,
+            &capacity.limits,
+            observed.queues.len(),
+            capacity::Needs::missing(&desired, &structure),
+        );
+        if !refusals.is_empty() {
+            dismiss(connecting).await;
+            return Ok(refused(&target, &refusals));
+        }
+    }
     let plan = match &observed {
         Ok(observed) => Plan::observed(&desired, observed),
         // Another broker's management API is refused, never worked around.
@@ -95,6 +111,23 @@ async fn install_vhost(
     bar.finish_and_clear();
     session.close().await;
     Ok(plan.report(&target, applied))
+}
+
+/// The report of an install refused before it started (exit 1).
+fn refused(target: &Target, refusals: &[Finding]) -> VhostOutcome {
+    let mut text = String::new();
+    for refusal in refusals {
+        text.push_str(&format!("refused {}\n", refusal.message));
+    }
+    text.push_str(&format!(
+        "install on vhost `{}`: nothing created, the cascade would not fit\n",
+        target.vhost
+    ));
+    VhostOutcome {
+        ok: false,
+        text,
+        json: json!({ "created": [], "refused": refusals }),
+    }
 }
 
 /// Closes the AMQP connection that turned out not to be needed, or stops

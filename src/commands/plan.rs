@@ -1,8 +1,9 @@
-//! `plan`: what `install` would create, the conflicts it would meet, and what
-//! `teardown` would remove, from one read-only look at the broker (three
-//! GETs per vhost). Exit 0 when install has nothing to do, 1 when changes
-//! are pending or install would meet a conflict (terraform's
-//! `-detailed-exitcode` idea).
+//! `plan`: what `install` would create, the conflicts it would meet, whether
+//! the vhost's limits would refuse it, which nodes are short of file handles,
+//! and what `teardown` would remove, from one read-only look at the broker
+//! (five GETs per vhost, at once). Exit 0 when install has nothing to do, 1
+//! when changes are pending or install would meet a conflict or a limit
+//! (terraform's `-detailed-exitcode` idea).
 
 use std::fmt::Write;
 
@@ -10,13 +11,14 @@ use anyhow::Result;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::capacity::{self, Needs};
 use crate::cascade::Desired;
 use crate::commands::fanout::{each_target, VhostOutcome};
 use crate::context::Context;
 use crate::diff::{self, binding_entity, Finding, Structure};
 use crate::health::delayed_messages;
 use crate::mgmt::Management;
-use crate::observe::{observe, Depth, Observed};
+use crate::observe::{self, observe, Depth, Observed};
 use crate::report::Outcome;
 use crate::target::Target;
 
@@ -106,9 +108,22 @@ fn removal(desired: &Desired, observed: &Observed) -> Removal {
 
 async fn plan_vhost(target: &Target, desired: &Desired) -> Result<VhostOutcome> {
     let management = Management::new(target)?;
-    let observed = observe(&management, Depth::Definitions).await?;
+    let (observed, capacity) = futures::try_join!(
+        observe(&management, Depth::Definitions),
+        observe::capacity(&management)
+    )?;
     let structure = diff::structure(desired, &observed);
     let create = creations(&structure);
+    let needs = Needs::missing(desired, &structure);
+    let refusals = capacity::limit_findings(
+        &target.vhost,
+        &capacity.limits,
+        observed.queues.len(),
+        needs,
+    );
+    let refusals: Vec<&Finding> = refusals.iter().collect();
+    let headroom = capacity::headroom_findings(&capacity.nodes, desired.levels, needs);
+    let headroom: Vec<&Finding> = headroom.iter().collect();
     // A listed endpoint whose queue or exchange is absent: install cannot bind it.
     let blocked: Vec<&Finding> = structure
         .dangling_endpoints
@@ -121,7 +136,7 @@ async fn plan_vhost(target: &Target, desired: &Desired) -> Result<VhostOutcome> 
         .collect();
     let strays: Vec<&Finding> = structure.strays.iter().map(|(_, f)| f).collect();
     let teardown = removal(desired, &observed);
-    let ok = structure.is_complete() && blocked.is_empty();
+    let ok = structure.is_complete() && blocked.is_empty() && refusals.is_empty();
 
     let mut text = String::new();
     let _ = writeln!(text, "plan for vhost {}", target.vhost);
@@ -151,6 +166,11 @@ async fn plan_vhost(target: &Target, desired: &Desired) -> Result<VhostOutcome> 
         &conflicts,
     );
     section("install cannot bind these endpoints:".into(), &blocked);
+    section(
+        "install would refuse to start (nothing would be created):".into(),
+        &refusals,
+    );
+    section("warning:".into(), &headroom);
     section(
         "install leaves these stray bindings alone (verify reports them):".into(),
         &strays,
@@ -182,6 +202,8 @@ async fn plan_vhost(target: &Target, desired: &Desired) -> Result<VhostOutcome> 
             "create": create,
             "conflicts": conflicts,
             "blocked": blocked,
+            "refused": refusals,
+            "warnings": headroom,
             "strays": strays,
             "teardown": teardown,
             "http_requests": management.request_count(),

@@ -374,8 +374,7 @@ impl Looks<'_> {
             .collect();
         let statistics = async {
             match self.management {
-                Some(m) => m
-                    .get::<Vec<ObservedQueue>>(m.vhost_path("queues"))
+                Some(m) => crate::observe::queues::<ObservedQueue>(m, "")
                     .await
                     .map(Some),
                 None => Ok(None),

@@ -20,7 +20,7 @@ use crate::exit;
 use crate::findings_view::{self, colour_wanted, Counts, VhostHealth};
 use crate::health::{self, Queues};
 use crate::mgmt::Management;
-use crate::observe::{observe, Depth, ObservedQueue};
+use crate::observe::{self, observe, Depth, ObservedQueue};
 use crate::report::Outcome;
 use crate::target::Target;
 
@@ -63,12 +63,8 @@ async fn verify_vhost(
         tokio::time::sleep(SECOND_LOOK).await;
         // With each queue's recent lengths: a standing backlog on a level that
         // was empty minutes ago may only be waiting for the broker's retry.
-        let path = format!(
-            "{}?{}",
-            management.vhost_path("queues"),
-            health::history_query()
-        );
-        let again: Vec<ObservedQueue> = management.get(path).await?;
+        let again: Vec<ObservedQueue> =
+            observe::queues(&management, &health::history_query()).await?;
         let again: Queues = again.into_iter().map(|q| (q.name.clone(), q)).collect();
         let jams = health::jam_findings(desired, &queues, &again, &findings);
         findings.extend(jams);

@@ -255,6 +255,28 @@ impl Drop for TestVhost {
     }
 }
 
+impl TestVhost {
+    /// `verify --strict` as on a broker without known defects: exit 0, and
+    /// no error or warning but the broker release's own (`broker_defect`,
+    /// which every release before the fixes in src/broker_versions.yaml has).
+    pub fn assert_verifies_strictly(&self) {
+        let output = self
+            .delaytopo()
+            .args(["-o", "json", "verify"])
+            .output()
+            .unwrap();
+        let document = stdout_json(&output);
+        assert_eq!(output.status.code(), Some(0), "{document:#}");
+        let others: Vec<&Value> = document["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["severity"] != "info" && f["kind"] != "broker_defect")
+            .collect();
+        assert!(others.is_empty(), "{others:#?}");
+    }
+}
+
 /// The JSON document a command printed on stdout.
 pub fn stdout_json(output: &std::process::Output) -> Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
