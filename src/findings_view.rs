@@ -213,6 +213,27 @@ pub fn prometheus(vhosts: &[VhostHealth]) -> String {
         "Members of a quorum level queue that are online (0 when the queue is missing).",
         per_level(&|l| Some(l.online)),
     );
+    family(
+        "delaytopo_level_leader",
+        "1 for the node a quorum level queue's leader (and dead-letter worker) runs on.",
+        up.iter()
+            .flat_map(|v| {
+                v.levels.iter().filter_map(move |l| {
+                    l.leader.as_ref().map(|node| {
+                        (
+                            format!(
+                                "{},level=\"{}\",node=\"{}\"",
+                                vhost_label(v),
+                                l.level,
+                                escape(node)
+                            ),
+                            "1".to_string(),
+                        )
+                    })
+                })
+            })
+            .collect(),
+    );
     out
 }
 
@@ -239,6 +260,7 @@ mod tests {
             messages,
             members: usize::from(messages.is_some()),
             online: usize::from(messages.is_some()),
+            leader: messages.map(|_| "rabbit@a".to_string()),
         }
     }
 

@@ -30,6 +30,9 @@ pub struct LevelState {
     pub messages: Option<u64>,
     pub members: usize,
     pub online: usize,
+    /// The node the quorum queue's leader (and dead-letter worker) runs on.
+    #[serde(default)]
+    pub leader: Option<String>,
 }
 
 /// Queues by name, as `/api/queues/{vhost}` lists them.
@@ -53,6 +56,7 @@ pub fn levels(desired: &Desired, queues: &Queues) -> Vec<LevelState> {
                 messages: found.map(delayed_messages),
                 members: found.map_or(0, |f| f.members.len()),
                 online: found.map_or(0, |f| f.online.len()),
+                leader: found.and_then(|f| f.leader.clone()),
             }
         })
         .collect()
@@ -586,7 +590,8 @@ mod tests {
                 queue: "nsb.v2.delay-level-00".into(),
                 messages: Some(0),
                 members: 1,
-                online: 1
+                online: 1,
+                leader: Some("rabbit@a".into()),
             }
         );
     }

@@ -38,6 +38,10 @@ use crate::commands::fanout::{each_target, VhostOutcome};
 use crate::context::Context;
 use crate::diff::{Finding, Severity};
 use crate::exit::{bad_input, broker};
+use crate::health::Queues;
+use crate::mgmt::Management;
+use crate::observe::ObservedQueue;
+use crate::report::first_few;
 use crate::report::Outcome;
 use crate::target::Target;
 
@@ -186,7 +190,15 @@ pub async fn probe(target: &Target, desired: &Desired, args: &ProbeArgs) -> Resu
         failure: None,
         sink: None,
     };
-    let connection = amqp::connect(target).await?;
+    let (refusal, connection) =
+        futures::join!(unsafe_to_publish(target, desired), amqp::connect(target));
+    let connection = connection?;
+    if let Some(reason) = refusal {
+        report.failure = Some(format!("not sent: {reason}"));
+        let _ =
+            tokio::time::timeout(target.timeout, connection.close(200, "probe done".into())).await;
+        return Ok(report);
+    }
     let sent = send_and_wait(target, desired, &connection, &route, args, &mut report).await;
     // Clean up even after an error, but report the first error.
     let in_flight = matches!(sent, Ok(true));
@@ -195,6 +207,41 @@ pub async fn probe(target: &Target, desired: &Desired, args: &ProbeArgs) -> Resu
     sent?;
     cleaned?;
     Ok(report)
+}
+
+/// Why a probe must not be published now, if the management API tells: a
+/// resource alarm blocks every publish, and without a quorum a publish times
+/// out and may be committed later. Without the management API, no answer
+/// (the sink still keeps a late message from jamming the cascade).
+async fn unsafe_to_publish(target: &Target, desired: &Desired) -> Option<String> {
+    let management = Management::new(target).ok()?;
+    let (queues, alarms) = futures::join!(
+        management.get::<Vec<ObservedQueue>>(management.vhost_path("queues")),
+        crate::observe::alarms(&management)
+    );
+    if let Some(alarms) = alarms.ok().flatten().filter(|a| !a.is_empty()) {
+        return Some(format!(
+            "a resource alarm ({}) blocks every publish",
+            alarms.join(", ")
+        ));
+    }
+    let queues: Queues = queues
+        .ok()?
+        .into_iter()
+        .map(|q| (q.name.clone(), q))
+        .collect();
+    let lost: Vec<String> = crate::health::quorum_findings(desired, &queues, 1)
+        .into_iter()
+        .filter(|f| f.kind == "quorum_unavailable")
+        .map(|f| format!("{} ({})", f.entity, f.actual.unwrap_or_default()))
+        .collect();
+    (!lost.is_empty()).then(|| {
+        format!(
+            "{} without a quorum online: a publish would time out and could still be \
+             committed later",
+            first_few(&lost, 3, ", ")
+        )
+    })
 }
 
 /// Runs a broker operation with the target's timeout, keeping the broker's
