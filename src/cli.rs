@@ -301,12 +301,13 @@ pub struct MigrateArgs {
 
 #[derive(Debug, Args)]
 pub struct TransferArgs {
-    /// AMQP URI of the broker to move the messages to.
-    #[arg(long, value_name = "AMQP_URI")]
-    pub to_url: String,
-    /// Management API of the target broker.
-    #[arg(long, value_name = "URL")]
-    pub to_management_url: Option<String>,
+    /// AMQP URI of the broker to move the messages to; repeat it (or
+    /// separate with commas) for its cluster's nodes, tried in order.
+    #[arg(long, value_name = "AMQP_URI", value_delimiter = ',', required = true)]
+    pub to_url: Vec<String>,
+    /// Management API of the target broker: one, or one per --to-url.
+    #[arg(long, value_name = "URL", value_delimiter = ',')]
+    pub to_management_url: Vec<String>,
     /// Password file for the target broker; DELAYTOPO_TO_PASSWORD may hold
     /// the password itself.
     #[arg(

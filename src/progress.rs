@@ -47,12 +47,18 @@ impl Progress {
         self.lines
     }
 
-    /// A bar of `total` steps, or a hidden one when progress is off.
+    /// A bar of `total` steps labelled `what` (say, the command and its
+    /// vhost), or a hidden one when progress is off. The bars of one process
+    /// are drawn together, one line each, so that several vhosts' bars never
+    /// draw over each other; each clears its line when finished.
     pub fn bar(&self, total: u64, what: &str) -> ProgressBar {
         if !self.enabled {
             return ProgressBar::hidden();
         }
-        let bar = ProgressBar::new(total);
+        static BARS: std::sync::OnceLock<indicatif::MultiProgress> = std::sync::OnceLock::new();
+        let bar = BARS
+            .get_or_init(indicatif::MultiProgress::new)
+            .add(ProgressBar::new(total));
         bar.set_style(
             ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
                 .expect("static template")

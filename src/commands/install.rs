@@ -27,12 +27,7 @@ use crate::report::Outcome;
 use crate::target::Target;
 
 pub async fn run(context: &Context) -> Result<Outcome> {
-    // One bar per vhost would interleave on the terminal: bars for one vhost only.
-    let progress = if context.targets.len() == 1 {
-        context.progress
-    } else {
-        Progress::off()
-    };
+    let progress = context.progress;
     fanout::each_target(context, |target, desired| {
         install_vhost(target, desired, progress)
     })
@@ -97,7 +92,7 @@ async fn install_vhost(
         .map_err(|e| broker(format!("connecting to {}: {e}", target.amqp_display())))??;
     let bar = progress.bar(
         (plan.declarations.len() + plan.bindings.len()) as u64,
-        "install",
+        &format!("install {}", target.vhost),
     );
     let mut applied = Applied::default();
     // Bindings need their exchanges and queues: two phases, each all at once.

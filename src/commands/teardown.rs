@@ -211,7 +211,7 @@ async fn teardown(
         return Ok(report.finish(&target.vhost));
     }
 
-    let bar = progress.bar(0, "teardown");
+    let bar = progress.bar(0, &format!("teardown {}", target.vhost));
     let looks = Looks {
         session: tokio::sync::Mutex::new(session),
         management: management.as_ref().map(|(m, _)| m),

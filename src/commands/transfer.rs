@@ -11,6 +11,7 @@ use crate::cli::TransferArgs;
 use crate::commands::fanout::each_target;
 use crate::context::Context;
 use crate::exit::bad_input;
+use crate::failover;
 use crate::moving::{self, Job, Side};
 use crate::report::Outcome;
 use crate::target::{self, mask, Target};
@@ -41,7 +42,11 @@ pub async fn run(context: &Context, args: &TransferArgs) -> Result<Outcome> {
             moving::progress(context),
         );
         job.refuse_same_vhost = true;
-        async move { moving::run(&job).await }
+        async move {
+            // The target's first node that answers, as for the source.
+            job.to.broker = failover::reachable(job.to.broker.clone()).await?;
+            moving::run(&job).await
+        }
     })
     .await
 }
@@ -49,13 +54,15 @@ pub async fn run(context: &Context, args: &TransferArgs) -> Result<Outcome> {
 /// The target broker from `--to-url` and `--to-management-url` alone: nothing
 /// of the source's broker settings carries over.
 fn destination_broker(context: &Context, args: &TransferArgs) -> Result<Target> {
-    match url::Url::parse(&args.to_url) {
-        Ok(url) if matches!(url.scheme(), "amqp" | "amqps") => {}
-        _ => {
-            return Err(bad_input(format!(
-                "--to-url: `{}` is not an amqp:// or amqps:// URI",
-                mask(&args.to_url)
-            )))
+    for to_url in &args.to_url {
+        match url::Url::parse(to_url) {
+            Ok(url) if matches!(url.scheme(), "amqp" | "amqps") => {}
+            _ => {
+                return Err(bad_input(format!(
+                    "--to-url: `{}` is not an amqp:// or amqps:// URI",
+                    mask(to_url)
+                )))
+            }
         }
     }
     let mut topology = context.topology.clone();
@@ -63,8 +70,8 @@ fn destination_broker(context: &Context, args: &TransferArgs) -> Result<Target> 
     let mut targets = target::resolve(
         &topology,
         &target::Overrides {
-            url: std::slice::from_ref(&args.to_url),
-            management_url: args.to_management_url.as_slice(),
+            url: &args.to_url,
+            management_url: &args.to_management_url,
             access: target::Access::given(
                 "to-",
                 target::GivenFiles {
