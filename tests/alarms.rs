@@ -20,28 +20,12 @@ fn alarm_node() -> Node {
     BrokerSpec::new(&name, version, slot).start()
 }
 
-fn node_api(node: &Node, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-    let url = format!("{}/api/{path}", node.management_url());
-    let mut request = http()
-        .request(method.clone(), &url)
-        .basic_auth("guest", Some("guest"));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().unwrap();
-    assert!(
-        response.status().is_success(),
-        "{method} {url}: {response:?}"
-    );
-    response.json().unwrap_or(Value::Null)
-}
-
 fn memory_alarm(node: &Node, on: bool) {
     let watermark = if on { "0.000001" } else { "0.4" };
     let output = node.rabbitmqctl(&["set_vm_memory_high_watermark", watermark]);
     assert!(output.status.success(), "{output:?}");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while node_api(node, reqwest::Method::GET, "nodes", None)[0]["mem_alarm"] != on {
+    while node.api(reqwest::Method::GET, "nodes", None)[0]["mem_alarm"] != on {
         assert!(
             std::time::Instant::now() < deadline,
             "the alarm did not turn {on}"
@@ -55,12 +39,7 @@ fn under_a_memory_alarm_verify_fails_probe_does_not_publish_and_teardown_changes
     let node = alarm_node();
     let vhost = format!("delaytopo-test-alarm-{}", std::process::id());
     let encoded = encode(&vhost);
-    node_api(
-        &node,
-        reqwest::Method::PUT,
-        &format!("vhosts/{encoded}"),
-        None,
-    );
+    node.api(reqwest::Method::PUT, &format!("vhosts/{encoded}"), None);
     let topology = tempfile::NamedTempFile::new().unwrap();
     let run = |args: &[&str]| {
         assert_cmd::Command::cargo_bin("delaytopo")
@@ -82,8 +61,7 @@ fn under_a_memory_alarm_verify_fails_probe_does_not_publish_and_teardown_changes
     };
     assert_eq!(run(&["install"]).status.code(), Some(0));
     let definitions = || {
-        node_api(
-            &node,
+        node.api(
             reqwest::Method::GET,
             &format!("definitions/{encoded}"),
             None,
@@ -121,10 +99,5 @@ fn under_a_memory_alarm_verify_fails_probe_does_not_publish_and_teardown_changes
         std::panic::resume_unwind(failure);
     }
     assert_eq!(run(&["verify"]).status.code(), Some(0));
-    node_api(
-        &node,
-        reqwest::Method::DELETE,
-        &format!("vhosts/{encoded}"),
-        None,
-    );
+    node.api(reqwest::Method::DELETE, &format!("vhosts/{encoded}"), None);
 }

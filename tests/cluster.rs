@@ -22,23 +22,6 @@ fn cluster_nodes() -> Vec<Node> {
     cluster(name, version, first_slot)
 }
 
-/// A management API call as guest on `node`; the answer as JSON (Null when empty).
-fn node_api(node: &Node, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-    let url = format!("{}/api/{path}", node.management_url());
-    let mut request = http()
-        .request(method.clone(), &url)
-        .basic_auth("guest", Some("guest"));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().unwrap();
-    assert!(
-        response.status().is_success(),
-        "{method} {url}: {response:?}"
-    );
-    response.json().unwrap_or(Value::Null)
-}
-
 /// A fresh vhost on the cluster, deleted when dropped.
 struct ClusterVhost<'a> {
     node: &'a Node,
@@ -49,8 +32,7 @@ struct ClusterVhost<'a> {
 impl<'a> ClusterVhost<'a> {
     fn new(node: &'a Node, test: &str, topology: &str) -> ClusterVhost<'a> {
         let name = format!("delaytopo-test-{test}-{}", std::process::id());
-        node_api(
-            node,
+        node.api(
             reqwest::Method::PUT,
             &format!("vhosts/{}", encode(&name)),
             None,
@@ -92,8 +74,7 @@ impl<'a> ClusterVhost<'a> {
     }
 
     fn definitions(&self) -> Value {
-        let mut all = node_api(
-            self.node,
+        let mut all = self.node.api(
             reqwest::Method::GET,
             &format!("definitions/{}", encode(&self.name)),
             None,
@@ -175,8 +156,7 @@ fn a_cluster_losing_and_regaining_nodes_is_reported_right_and_teardown_refuses_w
     let nodes = cluster_nodes();
     let [one, two, three] = [&nodes[0], &nodes[1], &nodes[2]];
     let vhost = ClusterVhost::new(one, "cluster-flux", "endpoints:\n  - address: Sales\n");
-    node_api(
-        one,
+    one.api(
         reqwest::Method::PUT,
         &format!("queues/{}/Sales", encode(&vhost.name)),
         Some(serde_json::json!({"durable": true})),
@@ -282,8 +262,7 @@ fn balanced_leaders_spread_over_the_cluster() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{output:?}");
-    let queues = node_api(
-        &nodes[0],
+    let queues = nodes[0].api(
         reqwest::Method::GET,
         &format!("queues/{}", encode(&vhost.name)),
         None,

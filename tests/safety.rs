@@ -6,7 +6,6 @@ mod support;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use serde_json::Value;
 use support::*;
 
 /// A second broker of the run's version, its management API behind the
@@ -26,22 +25,6 @@ fn other_broker() -> &'static Node {
     })
 }
 
-/// A management API call as guest on `node`; panics on failure.
-fn other_api(node: &Node, method: reqwest::Method, path: &str, body: Option<Value>) {
-    let url = format!("{}/api/{path}", node.management_url());
-    let mut request = http()
-        .request(method.clone(), &url)
-        .basic_auth("guest", Some("guest"));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().unwrap();
-    assert!(
-        response.status().is_success(),
-        "{method} {url}: {response:?}"
-    );
-}
-
 /// A vhost on `other_broker()`, deleted when dropped.
 struct OtherVhost {
     encoded: String,
@@ -50,12 +33,7 @@ struct OtherVhost {
 impl OtherVhost {
     fn new(name: &str) -> OtherVhost {
         let encoded = encode(name);
-        other_api(
-            other_broker(),
-            reqwest::Method::PUT,
-            &format!("vhosts/{encoded}"),
-            None,
-        );
+        other_broker().api(reqwest::Method::PUT, &format!("vhosts/{encoded}"), None);
         OtherVhost { encoded }
     }
 }
@@ -63,7 +41,7 @@ impl OtherVhost {
 impl Drop for OtherVhost {
     fn drop(&mut self) {
         let path = format!("vhosts/{}", self.encoded);
-        other_api(other_broker(), reqwest::Method::DELETE, &path, None);
+        other_broker().api(reqwest::Method::DELETE, &path, None);
     }
 }
 
@@ -86,8 +64,7 @@ fn every_command_refuses_a_management_api_of_another_broker_and_changes_nothing(
         &delaytopo::topology::Topology::parse(std::path::Path::new("t.yaml"), "").unwrap(),
         &vhost.name,
     )]);
-    other_api(
-        other,
+    other.api(
         reqwest::Method::POST,
         &format!("definitions/{}", twin.encoded),
         Some(document),

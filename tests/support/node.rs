@@ -291,6 +291,24 @@ impl Node {
         )
     }
 
+    /// A management API call as guest on this node; panics on failure. The
+    /// answer as JSON (Null when empty).
+    pub fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/api/{path}", self.management_url());
+        let mut request = super::http()
+            .request(method.clone(), &url)
+            .basic_auth("guest", Some("guest"));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().unwrap();
+        assert!(
+            response.status().is_success(),
+            "{method} {url}: {response:?}"
+        );
+        response.json().unwrap_or(Value::Null)
+    }
+
     /// `rabbitmqctl` aimed at this node (in its root file system for 4.0).
     pub fn rabbitmqctl(&self, args: &[&str]) -> Output {
         let mut all = vec![self.spec.name.as_str()];
