@@ -34,6 +34,9 @@ app.conf.update(
     worker_send_task_events=False,
     task_send_sent_event=False,
     broker_connection_retry_on_startup=True,
+    # The sender exits right after its last publish: without confirms, a
+    # publish still in flight can be lost when its connection is torn down.
+    broker_transport_options={"confirm_publish": True},
 )
 
 
@@ -50,3 +53,4 @@ if __name__ == "__main__":
 
     for countdown in sys.argv[1:]:
         record.apply_async(args=[int(countdown), time.time()], countdown=int(countdown))
+    app.close()
