@@ -47,13 +47,13 @@
 //!   first what is really there, so a second run reports nothing removed.
 
 mod plan;
+mod report;
 mod restore;
 
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use indicatif::ProgressBar;
-use serde_json::{json, Value};
 
 use crate::amqp;
 use crate::apply::{binding_label, OpResult, Operation, Session, DEFAULT_LANES};
@@ -71,6 +71,7 @@ use crate::report::Outcome;
 use crate::target::Target;
 
 use plan::{Holding, LevelQueue, Plan};
+use report::{messages, plural, Refusal, Report};
 use restore::{put_back, restore};
 
 /// Time given to a dead-letter hop in flight at the first check to land in
@@ -120,31 +121,6 @@ pub async fn run(context: &Context, args: &TeardownArgs, interrupt: &Interrupt) 
         teardown(target, desired, options, progress, interrupt.clone())
     })
     .await
-}
-
-/// Everything one vhost's teardown did or found, for both renderings.
-#[derive(Debug, Default)]
-struct Report {
-    unbind_only: bool,
-    removed_exchanges: Vec<String>,
-    removed_queues: Vec<String>,
-    removed_bindings: Vec<ObservedBinding>,
-    refusal: Option<Refusal>,
-    discarded: Vec<(LevelQueue, u64)>,
-    kept: Vec<(LevelQueue, Holding)>,
-    warnings: Vec<String>,
-    /// Messages were discarded without --force (they slipped past the exchanges).
-    lost_unforced: bool,
-    /// Cascade entities a last look found after the deletes (a concurrent install).
-    still_present: Vec<String>,
-}
-
-#[derive(Debug)]
-struct Refusal {
-    reason: String,
-    levels: Vec<(LevelQueue, Holding)>,
-    /// The cascade was stopped, then put back as it was.
-    restored: bool,
 }
 
 async fn teardown(
@@ -710,187 +686,6 @@ fn result_text(result: &OpResult) -> String {
         OpResult::Done { .. } => "done".into(),
         OpResult::Refused { text, .. } => text.clone(),
         OpResult::Unanswered { reason } => reason.clone(),
-    }
-}
-
-impl Report {
-    fn finish(self, vhost: &str) -> VhostOutcome {
-        let ok = self.refusal.is_none() && !self.lost_unforced && self.still_present.is_empty();
-        let text = self.text(vhost);
-        let json = self.json();
-        VhostOutcome { ok, text, json }
-    }
-
-    fn text(&self, vhost: &str) -> String {
-        let mut text = String::new();
-        if let Some(refusal) = &self.refusal {
-            let total: u64 = refusal.levels.iter().map(|(_, h)| h.total()).sum();
-            text.push_str(&format!(
-                "refused: {}; {}\n",
-                refusal.reason,
-                if refusal.restored {
-                    "the cascade was put back exactly as it was"
-                } else {
-                    "nothing was changed"
-                }
-            ));
-            for (queue, holding) in &refusal.levels {
-                text.push_str(&format!(
-                    "  level {:02}  {}  {}\n",
-                    queue.level,
-                    queue.name,
-                    describe_holding(holding)
-                ));
-            }
-            if !refusal.levels.is_empty() {
-                text.push_str(&format!(
-                    "{} in {} level{}. ",
-                    messages(total),
-                    refusal.levels.len(),
-                    plural(refusal.levels.len())
-                ));
-                text.push_str(if self.unbind_only {
-                    "--force unbinds anyway and loses them.\n"
-                } else {
-                    "--unbind-only keeps them; --force discards them.\n"
-                });
-            }
-        } else if self.unbind_only {
-            if self.removed_bindings.is_empty() {
-                text.push_str(&format!("nothing to unbind in vhost {vhost}\n"));
-            } else {
-                text.push_str(&format!(
-                    "unbound {} binding{}; kept every exchange, queue and message\n",
-                    self.removed_bindings.len(),
-                    plural(self.removed_bindings.len())
-                ));
-            }
-            for (queue, holding) in &self.kept {
-                text.push_str(&format!(
-                    "  level {:02}  {}  kept {}\n",
-                    queue.level,
-                    queue.name,
-                    describe_holding(holding)
-                ));
-            }
-        } else if self.removed_exchanges.is_empty() && self.removed_queues.is_empty() {
-            text.push_str(&format!("nothing to remove: no cascade in vhost {vhost}\n"));
-        } else {
-            text.push_str(&format!(
-                "removed {} exchange{}, {} queue{} and {} binding{}; endpoint queues and \
-                 exchanges are kept\n",
-                self.removed_exchanges.len(),
-                plural(self.removed_exchanges.len()),
-                self.removed_queues.len(),
-                plural(self.removed_queues.len()),
-                self.removed_bindings.len(),
-                plural(self.removed_bindings.len()),
-            ));
-        }
-        if !self.discarded.is_empty() {
-            for (queue, count) in &self.discarded {
-                text.push_str(&format!(
-                    "  level {:02}  {}  discarded {}\n",
-                    queue.level,
-                    queue.name,
-                    messages(*count)
-                ));
-            }
-            text.push_str(&format!(
-                "discarded {} in total\n",
-                messages(self.discarded.iter().map(|(_, n)| n).sum())
-            ));
-        }
-        for warning in &self.warnings {
-            text.push_str(&format!("warning: {warning}\n"));
-        }
-        if let Some(first) = self.still_present.first() {
-            text.push_str(&format!(
-                "error: {} entit{} of the cascade still present after the deletes ({first}, …): \
-                 something re-created them meanwhile (a concurrent install?); run teardown again\n",
-                self.still_present.len(),
-                if self.still_present.len() == 1 {
-                    "y"
-                } else {
-                    "ies"
-                }
-            ));
-        }
-        text
-    }
-
-    fn json(&self) -> Value {
-        let level = |queue: &LevelQueue| json!({"level": queue.level, "queue": queue.name});
-        let holding = |queue: &LevelQueue, h: &Holding| {
-            let mut entry = level(queue);
-            entry["messages"] = json!(h.total());
-            entry["ready"] = json!(h.ready_now);
-            entry["dead_letter_backlog"] = json!(h.dead_letter_backlog);
-            entry["at_least_once"] = json!(queue.at_least_once);
-            entry
-        };
-        let refused = self.refusal.as_ref().map(|r| {
-            json!({
-                "reason": r.reason,
-                "restored": r.restored,
-                "levels": r.levels.iter().map(|(q, h)| holding(q, h)).collect::<Vec<_>>(),
-                "total": r.levels.iter().map(|(_, h)| h.total()).sum::<u64>(),
-            })
-        });
-        json!({
-            "mode": if self.unbind_only { "unbind_only" } else { "delete" },
-            "removed": {
-                "exchanges": self.removed_exchanges,
-                "queues": self.removed_queues,
-                "bindings": self.removed_bindings.iter().map(|b| json!({
-                    "source": b.source,
-                    "destination": b.destination,
-                    "destination_type": b.destination_type.as_str(),
-                    "routing_key": b.routing_key,
-                })).collect::<Vec<_>>(),
-            },
-            "refused": refused,
-            "still_present": self.still_present,
-            "discarded": {
-                "levels": self.discarded.iter().map(|(q, n)| {
-                    let mut entry = level(q);
-                    entry["messages"] = json!(n);
-                    entry
-                }).collect::<Vec<_>>(),
-                "total": self.discarded.iter().map(|(_, n)| n).sum::<u64>(),
-            },
-            "kept": self.kept.iter().map(|(q, h)| holding(q, h)).collect::<Vec<_>>(),
-            "warnings": self.warnings,
-        })
-    }
-}
-
-fn describe_holding(holding: &Holding) -> String {
-    let mut parts = Vec::new();
-    if holding.ready_now > 0 {
-        parts.push(format!("{} ready", holding.ready_now));
-    }
-    if holding.dead_letter_backlog > 0 {
-        parts.push(format!(
-            "{} in the dead-letter backlog: its route onward is missing",
-            holding.dead_letter_backlog
-        ));
-    }
-    if parts.is_empty() {
-        parts.push("per the management statistics".into());
-    }
-    format!("{} ({})", messages(holding.total()), parts.join(", "))
-}
-
-fn messages(count: u64) -> String {
-    format!("{count} message{}", plural(count as usize))
-}
-
-fn plural(count: usize) -> &'static str {
-    if count == 1 {
-        ""
-    } else {
-        "s"
     }
 }
 
