@@ -13,22 +13,21 @@
 //! silently undone. A connection-level failure or a timeout leaves the rest
 //! unanswered, which callers turn into exit 3.
 
-use std::time::Duration;
-
-use futures::future::join_all;
-use indicatif::ProgressBar;
 use lapin::options::{
     ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeUnbindOptions,
     QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Channel, Connection, ExchangeKind};
+use lapin::{Channel, ExchangeKind};
 
-use crate::amqp;
-use crate::cascade::{Arguments, Binding, Desired, DestinationKind, Exchange, Queue};
+use crate::cascade::{
+    Arguments, Binding, Desired, DestinationKind, EndpointQueue, Exchange, Queue,
+};
 use crate::exit::broker;
-use crate::target::Target;
 use crate::topology::ArgValue;
+
+mod lanes;
+pub use lanes::{apply, split_into_lanes, Session};
 
 /// How many channels a phase is spread over by default: enough to keep the
 /// broker's per-channel processes busy in parallel, few enough to open in
@@ -40,6 +39,8 @@ pub const DEFAULT_LANES: usize = 8;
 pub enum Operation {
     DeclareExchange(Exchange),
     DeclareQueue(Queue),
+    /// An endpoint queue the topology declares (`declare:`).
+    DeclareEndpointQueue(EndpointQueue),
     Bind(Binding),
     Unbind(Binding),
     DeleteExchange(String),
@@ -73,13 +74,8 @@ impl Operation {
     pub fn permission_needed(&self) -> String {
         match self {
             Operation::DeclareExchange(e) => format!("needs `configure` on exchange {}", e.name),
-            Operation::DeclareQueue(q) => match q.arguments.get("x-dead-letter-exchange") {
-                Some(crate::topology::ArgValue::Str(dlx)) => format!(
-                    "needs `configure` on queue {}, `write` on its dead-letter exchange {dlx}",
-                    q.name
-                ),
-                _ => format!("needs `configure` on queue {}", q.name),
-            },
+            Operation::DeclareQueue(q) => queue_permission(&q.name, &q.arguments),
+            Operation::DeclareEndpointQueue(q) => queue_permission(&q.name, &q.arguments),
             Operation::DeleteExchange(name) => format!("needs `configure` on exchange {name}"),
             Operation::DeleteQueue(name) => format!("needs `configure` on queue {name}"),
             Operation::Bind(b) | Operation::Unbind(b) => format!(
@@ -95,6 +91,17 @@ impl Operation {
                 format!("needs `configure` on exchange {name} (RabbitMQ 4.3+)")
             }
         }
+    }
+}
+
+/// What declaring queue `name` needs: RabbitMQ checks `write` on its
+/// dead-letter exchange when the queue is declared.
+fn queue_permission(name: &str, arguments: &Arguments) -> String {
+    match arguments.get("x-dead-letter-exchange") {
+        Some(ArgValue::Str(dlx)) => {
+            format!("needs `configure` on queue {name}, `write` on its dead-letter exchange {dlx}")
+        }
+        _ => format!("needs `configure` on queue {name}"),
     }
 }
 
@@ -139,6 +146,7 @@ impl Operation {
         match self {
             Operation::DeclareExchange(e) => format!("declaring exchange `{}`", e.name),
             Operation::DeclareQueue(q) => format!("declaring queue `{}`", q.name),
+            Operation::DeclareEndpointQueue(q) => format!("declaring endpoint queue `{}`", q.name),
             Operation::Bind(b) => format!("binding {}", binding_label(b)),
             Operation::Unbind(b) => format!("unbinding {}", binding_label(b)),
             Operation::DeleteExchange(name) => format!("deleting exchange `{name}`"),
@@ -169,17 +177,12 @@ impl Operation {
                 Ok(None)
             }
             Operation::DeclareQueue(q) => {
-                let options = QueueDeclareOptions {
-                    passive: false,
-                    durable: q.durable,
-                    exclusive: q.exclusive,
-                    auto_delete: q.auto_delete,
-                    nowait: false,
-                };
-                channel
-                    .queue_declare(short(&q.name)?, options, field_table(&q.arguments))
-                    .await?;
-                Ok(None)
+                let flags = (q.durable, q.exclusive, q.auto_delete);
+                declare_queue(channel, &q.name, flags, &q.arguments).await
+            }
+            Operation::DeclareEndpointQueue(q) => {
+                let flags = (q.durable, q.exclusive, q.auto_delete);
+                declare_queue(channel, &q.name, flags, &q.arguments).await
             }
             Operation::Bind(b) => {
                 let (destination, source, key) = binding_names(b)?;
@@ -272,8 +275,37 @@ impl Operation {
     }
 }
 
-/// Declarations of every exchange and queue of `desired`: the first phase
-/// of a blind install (bindings need their ends, so they come second).
+async fn declare_queue(
+    channel: &Channel,
+    name: &str,
+    (durable, exclusive, auto_delete): (bool, bool, bool),
+    arguments: &Arguments,
+) -> Result<Option<u32>, Failure> {
+    let options = QueueDeclareOptions {
+        passive: false,
+        durable,
+        exclusive,
+        auto_delete,
+        nowait: false,
+    };
+    channel
+        .queue_declare(short(name)?, options, field_table(arguments))
+        .await?;
+    Ok(None)
+}
+
+/// Declarations of the endpoint exchanges and queues `desired` declares:
+/// with the cascade's, before any binding.
+pub fn declare_endpoints(desired: &Desired) -> impl Iterator<Item = Operation> + '_ {
+    let exchanges = desired.endpoint_exchanges.iter().cloned();
+    let queues = desired.endpoint_queues.iter().cloned();
+    exchanges
+        .map(Operation::DeclareExchange)
+        .chain(queues.map(Operation::DeclareEndpointQueue))
+}
+
+/// Declarations of every cascade exchange and queue of `desired`: the first
+/// phase of a blind install (bindings need their ends, so they come second).
 pub fn declare_all(desired: &Desired) -> Vec<Operation> {
     desired
         .exchanges
@@ -350,215 +382,6 @@ pub fn field_table(arguments: &Arguments) -> FieldTable {
         table.insert(ShortString::from(key.as_str()), value);
     }
     table
-}
-
-/// Which operations go on which lane: round robin, so that every lane gets
-/// a share of each kind, and no lane is empty.
-pub fn split_into_lanes(count: usize, lanes: usize) -> Vec<Vec<usize>> {
-    let lanes = lanes.clamp(1, count.max(1));
-    let mut split = vec![Vec::with_capacity(count / lanes + 1); lanes];
-    for index in 0..count {
-        split[index % lanes].push(index);
-    }
-    split.retain(|lane| !lane.is_empty());
-    split
-}
-
-/// Runs `ops` (independent of each other) over `lanes` new channels of
-/// `connection` and returns one result per operation, in the same order.
-/// Callers run dependent phases one after the other (exchanges and queues,
-/// then bindings); a [`Session`] does so without reopening channels.
-pub async fn apply(
-    connection: &Connection,
-    target: &Target,
-    ops: &[Operation],
-    lanes: usize,
-    progress: &ProgressBar,
-) -> Vec<OpResult> {
-    let mut channels = (0..lanes.max(1)).map(|_| None).collect::<Vec<_>>();
-    let results = run_phase(connection, target, &mut channels, ops, progress).await;
-    // Callers that apply again and again on one connection (a move binds
-    // each new address) would otherwise run into the channel limit.
-    join_all(channels.into_iter().flatten().map(|channel| async move {
-        let closing = channel.close(200, "OK".into());
-        let _ = tokio::time::timeout(target.timeout, closing).await;
-    }))
-    .await;
-    results
-}
-
-/// An AMQP connection with its lanes: one channel each, opened together
-/// with the connection and kept from one phase to the next unless a
-/// refusal closed it.
-pub struct Session {
-    connection: Connection,
-    target: Target,
-    channels: Vec<Option<Channel>>,
-}
-
-impl Session {
-    /// Connects (bounded, exit 3 on failure) and opens `lanes` channels at
-    /// once; a channel that fails to open is retried when first needed.
-    pub async fn open(target: &Target, lanes: usize) -> anyhow::Result<Session> {
-        let connection = amqp::connect(target).await?;
-        let channels = join_all((0..lanes.max(1)).map(|_| amqp::open_channel(&connection, target)))
-            .await
-            .into_iter()
-            .map(Result::ok)
-            .collect();
-        Ok(Session {
-            connection,
-            target: target.clone(),
-            channels,
-        })
-    }
-
-    /// Runs one phase; see [`apply`].
-    pub async fn apply(&mut self, ops: &[Operation], progress: &ProgressBar) -> Vec<OpResult> {
-        let lanes = self.channels.len();
-        self.apply_on_lanes(ops, lanes, progress).await
-    }
-
-    /// Runs one phase on the first `lanes` channels only (1: in order).
-    pub async fn apply_on_lanes(
-        &mut self,
-        ops: &[Operation],
-        lanes: usize,
-        progress: &ProgressBar,
-    ) -> Vec<OpResult> {
-        let lanes = lanes.clamp(1, self.channels.len());
-        run_phase(
-            &self.connection,
-            &self.target,
-            &mut self.channels[..lanes],
-            ops,
-            progress,
-        )
-        .await
-    }
-
-    pub async fn close(self) {
-        amqp::close(&self.connection, &self.target).await;
-    }
-}
-
-async fn run_phase(
-    connection: &Connection,
-    target: &Target,
-    channels: &mut [Option<Channel>],
-    ops: &[Operation],
-    progress: &ProgressBar,
-) -> Vec<OpResult> {
-    let split = split_into_lanes(ops.len(), channels.len());
-    let answered = join_all(
-        channels
-            .iter_mut()
-            .zip(split)
-            .map(|(channel, lane)| run_lane(connection, target, channel, ops, lane, progress)),
-    )
-    .await;
-    let mut results = vec![None; ops.len()];
-    for (index, result) in answered.into_iter().flatten() {
-        results[index] = Some(result);
-    }
-    results
-        .into_iter()
-        .map(|result| result.expect("every lane answers for each of its operations"))
-        .collect()
-}
-
-/// Runs one lane's operations, pipelined on its channel; after a refusal
-/// the unanswered rest goes again on a new channel.
-async fn run_lane(
-    connection: &Connection,
-    target: &Target,
-    slot: &mut Option<Channel>,
-    ops: &[Operation],
-    mut pending: Vec<usize>,
-    progress: &ProgressBar,
-) -> Vec<(usize, OpResult)> {
-    let mut results = Vec::with_capacity(pending.len());
-    while !pending.is_empty() {
-        let reusable = slot.take().filter(|c| c.status().connected());
-        let channel = match reusable {
-            Some(channel) => channel,
-            None => match amqp::open_channel(connection, target).await {
-                Ok(channel) => channel,
-                Err(error) => {
-                    let reason = format!("{error:#}");
-                    progress.inc(pending.len() as u64);
-                    results.extend(pending.drain(..).map(|index| {
-                        let reason = reason.clone();
-                        (index, OpResult::Unanswered { reason })
-                    }));
-                    break;
-                }
-            },
-        };
-        // join_all polls every future once before awaiting any: each sends
-        // its frame on that first poll, so the whole lane is in flight.
-        let answers = join_all(
-            pending
-                .iter()
-                .map(|&index| tokio::time::timeout(target.timeout, ops[index].run(&channel))),
-        )
-        .await;
-
-        let mut rerun = Vec::new();
-        let mut channel_closed = false;
-        let mut lane_broken: Option<String> = None;
-        for (&index, answer) in pending.iter().zip(answers) {
-            let result = match answer {
-                Ok(Ok(messages)) => OpResult::Done { messages },
-                _ if channel_closed => {
-                    rerun.push(index);
-                    continue;
-                }
-                _ if lane_broken.is_some() => OpResult::Unanswered {
-                    reason: lane_broken.clone().unwrap_or_default(),
-                },
-                Ok(Err(Failure::Unsendable(text))) => OpResult::Refused { code: None, text },
-                Ok(Err(Failure::Broker(error))) => match amqp::channel_refusal_code(&error) {
-                    Some(code) => {
-                        channel_closed = true;
-                        let mut text = amqp::describe(target, &error);
-                        if code == 403 {
-                            text.push_str(&format!(" [{}]", ops[index].permission_needed()));
-                        }
-                        OpResult::Refused {
-                            code: Some(code),
-                            text,
-                        }
-                    }
-                    None => {
-                        let reason = amqp::describe(target, &error);
-                        lane_broken = Some(reason.clone());
-                        OpResult::Unanswered { reason }
-                    }
-                },
-                Err(_elapsed) => {
-                    let reason = no_answer(target, target.timeout);
-                    lane_broken = Some(reason.clone());
-                    OpResult::Unanswered { reason }
-                }
-            };
-            progress.inc(1);
-            results.push((index, result));
-        }
-        if !channel_closed && lane_broken.is_none() {
-            *slot = Some(channel);
-        }
-        pending = rerun;
-    }
-    results
-}
-
-fn no_answer(target: &Target, timeout: Duration) -> String {
-    format!(
-        "no answer from {} within {}",
-        target.amqp_display(),
-        amqp::seconds(timeout)
-    )
 }
 
 #[cfg(test)]

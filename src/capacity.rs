@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use crate::cascade::Desired;
+use crate::cascade::{Desired, Value};
 use crate::diff::{Finding, Severity, Structure};
 use crate::topology::QueueType;
 
@@ -45,11 +45,16 @@ pub struct Needs {
 impl Needs {
     /// The queues install would create: those the comparison found missing.
     pub fn missing(desired: &Desired, structure: &Structure) -> Needs {
-        let queues = structure.missing_queues.len();
+        let levels = structure.missing_queues.len();
+        let endpoints = &structure.missing_endpoint_queues;
         let quorum = desired.queue_type == QueueType::Quorum;
+        let quorum_endpoints = endpoints
+            .iter()
+            .filter(|q| q.arguments.get("x-queue-type") == Some(&Value::Str("quorum".into())))
+            .count();
         Needs {
-            queues,
-            quorum_queues: if quorum { queues } else { 0 },
+            queues: levels + endpoints.len(),
+            quorum_queues: if quorum { levels } else { 0 } + quorum_endpoints,
         }
     }
 }

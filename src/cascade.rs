@@ -5,7 +5,10 @@ use serde::Serialize;
 
 use crate::topology::{ArgValue, BindTo, QueueType, Topology};
 
+mod declared;
+
 pub use crate::topology::ArgValue as Value;
+pub use declared::EndpointQueue;
 
 /// Queue or exchange arguments, sorted by key so that comparisons are stable.
 pub type Arguments = std::collections::BTreeMap<String, ArgValue>;
@@ -49,8 +52,11 @@ pub enum Role {
     /// Delivery exchange -> the endpoint with this address.
     EndpointBinding(String),
     /// Endpoint exchange -> its application queue, for this address (the
-    /// queue-on-exchange endpoint form): the second hop of a delivery.
+    /// queue-on-exchange endpoint form, or a declared conventional-routing
+    /// endpoint): the second hop of a delivery.
     EndpointQueueBinding(String),
+    /// An endpoint's own exchange, declared for this address (`declare:`).
+    EndpointExchange(String),
 }
 
 impl Role {
@@ -130,6 +136,13 @@ pub struct Desired {
     pub queues: Vec<Queue>,
     /// Cascade bindings from the highest level down, then endpoint bindings.
     pub bindings: Vec<Binding>,
+    /// Endpoint exchanges the topology declares (`declare:`): not the
+    /// cascade's, so never deleted by teardown.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub endpoint_exchanges: Vec<Exchange>,
+    /// Endpoint queues the topology declares, likewise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub endpoint_queues: Vec<EndpointQueue>,
 }
 
 /// Level `level`'s TTL in milliseconds: 2^level seconds.
@@ -283,6 +296,8 @@ impl Desired {
                 });
             }
         }
+        let declared = declared::declared(topology);
+        bindings.extend(declared.bindings);
 
         Desired {
             vhost: vhost.to_string(),
@@ -292,6 +307,8 @@ impl Desired {
             exchanges,
             queues,
             bindings,
+            endpoint_exchanges: declared.exchanges,
+            endpoint_queues: declared.queues,
         }
     }
 
@@ -315,6 +332,17 @@ impl Desired {
 
     pub fn owns_queue(&self, name: &str) -> bool {
         self.queues.iter().any(|q| q.name == name)
+    }
+
+    /// Whether install declares an exchange of that name: the cascade's, or
+    /// an endpoint's the topology declares.
+    pub fn declares_exchange(&self, name: &str) -> bool {
+        self.owns_exchange(name) || self.endpoint_exchanges.iter().any(|e| e.name == name)
+    }
+
+    /// Whether install declares a queue of that name (cascade or endpoint).
+    pub fn declares_queue(&self, name: &str) -> bool {
+        self.owns_queue(name) || self.endpoint_queues.iter().any(|q| q.name == name)
     }
 
     /// Whether a binding with these ends touches the cascade: its source is a

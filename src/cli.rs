@@ -64,8 +64,9 @@ pub struct Global {
     /// How many vhosts are handled at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..), global = true)]
     pub concurrency: u16,
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text, global = true)]
+    /// Output format: text or json (completions: text only; verify also
+    /// prometheus). A format the command does not write is an error.
+    #[arg(short = 'o', long, value_enum, value_name = "FORMAT", default_value_t = Output::Text, global = true)]
     pub output: Output,
     /// No progress bars (they are also off when stderr is not a terminal).
     #[arg(long, global = true)]
@@ -288,6 +289,11 @@ pub struct MoveArgs {
     /// (a restart) before giving up with exit 3.
     #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub reconnect_for: u64,
+    /// The target's `max_message_size` in bytes, when it is not its version's
+    /// default (16 MiB from RabbitMQ 4.0, 128 MiB before): larger messages
+    /// stay in their source queue.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..=536_870_912))]
+    pub max_message_size: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -6,12 +6,18 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::cascade::{Arguments, Binding, Desired, DestinationKind, Exchange, Queue, Role};
+use crate::cascade::{
+    Arguments, Binding, Desired, DestinationKind, EndpointQueue, Exchange, Queue, Role,
+};
 use crate::observe::{Observed, ObservedBinding, ObservedExchange, ObservedQueue};
 use crate::topology::ArgValue;
 
+pub mod conflict;
+mod declared;
 mod endpoints;
+pub mod refusal;
 
+pub use conflict::Conflict;
 use endpoints::{direct_exchanges, is_endpoint_binding};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -44,10 +50,14 @@ pub struct Structure<'a> {
     pub missing_exchanges: Vec<&'a Exchange>,
     pub missing_queues: Vec<&'a Queue>,
     pub missing_bindings: Vec<&'a Binding>,
+    /// Endpoint exchanges and queues the topology declares, absent.
+    pub missing_endpoint_exchanges: Vec<&'a Exchange>,
+    pub missing_endpoint_queues: Vec<&'a EndpointQueue>,
     /// Desired entities present and equal.
     pub matching: usize,
-    /// Present with other properties or arguments: install will not override them.
-    pub conflicts: Vec<Finding>,
+    /// Present with other properties or arguments: install will not override
+    /// them. One per entity, with each of its differences.
+    pub conflicts: Vec<Conflict>,
     /// Bindings touching the cascade that the topology does not contain.
     pub strays: Vec<(ObservedBinding, Finding)>,
     /// Well-formed endpoint bindings (`#.X` -> X) not listed in the topology:
@@ -66,6 +76,8 @@ impl Structure<'_> {
         self.missing_exchanges.is_empty()
             && self.missing_queues.is_empty()
             && self.missing_bindings.is_empty()
+            && self.missing_endpoint_exchanges.is_empty()
+            && self.missing_endpoint_queues.is_empty()
             && self.conflicts.is_empty()
     }
 
@@ -81,7 +93,13 @@ impl Structure<'_> {
         for b in &self.missing_bindings {
             findings.push(missing(binding_entity(b.key()), level_of(&b.role)));
         }
-        findings.extend(self.conflicts.iter().cloned());
+        for e in &self.missing_endpoint_exchanges {
+            findings.push(missing(format!("exchange {}", e.name), None));
+        }
+        for q in &self.missing_endpoint_queues {
+            findings.push(missing(format!("queue {}", q.name), None));
+        }
+        findings.extend(self.conflicts.iter().map(Conflict::finding));
         findings.extend(self.strays.iter().map(|(_, f)| f.clone()));
         findings.extend(self.dangling_endpoints.iter().cloned());
         findings.extend(self.direct_endpoints.iter().cloned());
@@ -102,7 +120,10 @@ pub fn binding_entity(
 fn level_of(role: &Role) -> Option<u8> {
     match role {
         Role::Level(l) | Role::LevelQueueBinding(l) | Role::FallThroughBinding(l) => Some(*l),
-        Role::DeliveryExchange | Role::EndpointBinding(_) | Role::EndpointQueueBinding(_) => None,
+        Role::DeliveryExchange
+        | Role::EndpointBinding(_)
+        | Role::EndpointQueueBinding(_)
+        | Role::EndpointExchange(_) => None,
     }
 }
 
@@ -189,8 +210,21 @@ fn exchange_differences(desired: &Exchange, observed: &ObservedExchange) -> Vec<
 }
 
 fn queue_differences(desired: &Queue, observed: &ObservedQueue) -> Vec<Finding> {
-    let entity = format!("queue {}", desired.name);
-    let level = Some(desired.level);
+    let flags = (desired.durable, desired.exclusive, desired.auto_delete);
+    let (name, level) = (&desired.name, Some(desired.level));
+    queue_property_differences(name, level, flags, &desired.arguments, observed)
+}
+
+/// Queue `name`'s flags (durable, exclusive, auto-delete) and arguments
+/// against what the broker holds.
+fn queue_property_differences(
+    name: &str,
+    level: Option<u8>,
+    (durable, exclusive, auto_delete): (bool, bool, bool),
+    arguments: &Arguments,
+    observed: &ObservedQueue,
+) -> Vec<Finding> {
+    let entity = format!("queue {name}");
     let mut found = Vec::new();
     let mut flag = |property: &str, expected: bool, actual: bool| {
         if expected != actual {
@@ -203,12 +237,12 @@ fn queue_differences(desired: &Queue, observed: &ObservedQueue) -> Vec<Finding> 
             ));
         }
     };
-    flag("durable", desired.durable, observed.durable);
-    flag("exclusive", desired.exclusive, observed.exclusive);
-    flag("auto_delete", desired.auto_delete, observed.auto_delete);
+    flag("durable", durable, observed.durable);
+    flag("exclusive", exclusive, observed.exclusive);
+    flag("auto_delete", auto_delete, observed.auto_delete);
     found.extend(argument_differences(
         &entity,
-        &desired.arguments,
+        arguments,
         &observed.arguments,
         level,
     ));
@@ -221,14 +255,14 @@ fn compare_entities<'a, T>(
     desired: &'a [T],
     differences: impl Fn(&T) -> Option<Vec<Finding>>,
     matching: &mut usize,
-    conflicts: &mut Vec<Finding>,
+    conflicts: &mut Vec<Conflict>,
 ) -> Vec<&'a T> {
     let mut missing = Vec::new();
     for entity in desired {
         match differences(entity) {
             None => missing.push(entity),
             Some(found) if found.is_empty() => *matching += 1,
-            Some(found) => conflicts.extend(found),
+            Some(found) => conflicts.extend(conflict::group(found)),
         }
     }
     missing
@@ -259,6 +293,7 @@ pub fn structure<'a>(desired: &'a Desired, observed: &Observed) -> Structure<'a>
         &mut result.matching,
         &mut result.conflicts,
     );
+    declared::compare(desired, observed, &mut result);
 
     let present: BTreeSet<(&str, &str, DestinationKind, &str)> = observed
         .bindings
@@ -344,7 +379,8 @@ pub fn structure<'a>(desired: &'a Desired, observed: &Observed) -> Structure<'a>
             DestinationKind::Queue => observed.queues.contains_key(destination),
             DestinationKind::Exchange => observed.exchanges.contains_key(destination),
         };
-        if !exists {
+        // A declared one that is absent is missing, which install mends.
+        if !exists && !desired.declares(kind, destination) {
             let entity = format!("{} {destination}", kind.as_str());
             result.dangling_endpoints.push(Finding {
                 severity: Severity::Error,
@@ -416,9 +452,10 @@ mod tests {
             .insert("x-message-ttl".into(), ArgValue::Int(1000));
         q.arguments.remove("x-overflow");
         let s = structure(&d, &observed);
-        assert_eq!(s.conflicts.len(), 2);
-        let ttl = s
-            .conflicts
+        assert_eq!(s.conflicts.len(), 1, "one queue is one conflict");
+        let differences = &s.conflicts[0].differences;
+        assert_eq!(differences.len(), 2);
+        let ttl = differences
             .iter()
             .find(|f| f.message.contains("x-message-ttl"))
             .unwrap();
@@ -426,10 +463,10 @@ mod tests {
         assert_eq!(ttl.expected.as_deref(), Some("x-message-ttl=32000"));
         assert_eq!(ttl.actual.as_deref(), Some("x-message-ttl=1000"));
         assert_eq!(ttl.level, Some(5));
-        assert!(s
-            .conflicts
+        assert!(differences
             .iter()
             .any(|f| f.actual.as_deref() == Some("x-overflow=(absent)")));
+        assert_eq!(s.findings().len(), 1);
     }
 
     #[test]
@@ -443,7 +480,7 @@ mod tests {
             .kind = "direct".into();
         let s = structure(&d, &observed);
         assert_eq!(
-            s.conflicts[0].message,
+            s.conflicts[0].message(),
             "exchange nsb.v2.delay-delivery: type is direct, expected topic"
         );
     }

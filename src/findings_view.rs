@@ -7,8 +7,10 @@ use std::io::IsTerminal;
 
 use serde::{Deserialize, Serialize};
 
+use crate::counted::counted;
 use crate::diff::{Finding, Severity};
 use crate::health::LevelState;
+use crate::report::Layout;
 
 /// How many findings of each severity.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,12 +32,11 @@ impl Counts {
 
     /// `2 errors, 1 warning, 0 notes`.
     pub fn describe(&self) -> String {
-        let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
         format!(
             "{}, {}, {}",
-            plural(self.errors, "error"),
-            plural(self.warnings, "warning"),
-            plural(self.info, "note")
+            counted(self.errors as u64, "error"),
+            counted(self.warnings as u64, "warning"),
+            counted(self.info as u64, "note")
         )
     }
 }
@@ -67,6 +68,24 @@ fn severity_word(severity: Severity, colour: bool) -> String {
     format!("\x1b[{code}m{word}\x1b[0m")
 }
 
+/// Where a finding's message starts, after the indent and severity word;
+/// its wrapped lines continue there.
+const MESSAGE_COLUMN: usize = 16;
+/// Where the further lines of a message of several lines (a conflict's
+/// differences) start: under the severity word.
+const CONTINUATION_INDENT: usize = 7;
+
+/// A finding's message as printed: binding keys short, within 80 columns.
+fn layout(message: &str) -> String {
+    let message = crate::report::short_binding_keys(message);
+    Layout {
+        start: MESSAGE_COLUMN,
+        wrapped: MESSAGE_COLUMN,
+        next_line: CONTINUATION_INDENT,
+    }
+    .apply(&message)
+}
+
 /// Findings worst first, then as found.
 fn worst_first<'a>(findings: impl Iterator<Item = &'a Finding>) -> Vec<&'a Finding> {
     let mut sorted: Vec<&Finding> = findings.collect();
@@ -83,6 +102,13 @@ pub fn text(findings: &[Finding], levels: &[LevelState], colour: bool) -> String
         .max()
         .unwrap_or(5)
         .max(5);
+    let finding_line = |f: &Finding| {
+        format!(
+            "       {}  {}\n",
+            severity_word(f.severity, colour),
+            layout(&f.message)
+        )
+    };
     let mut out = String::new();
     let _ = writeln!(out, "LEVEL  {:<width$}  DELAYED  ONLINE", "QUEUE");
     for level in levels {
@@ -101,12 +127,7 @@ pub fn text(findings: &[Finding], levels: &[LevelState], colour: bool) -> String
             level.queue
         );
         for f in worst_first(findings.iter().filter(|f| f.level == Some(level.level))) {
-            let _ = writeln!(
-                out,
-                "       {}  {}",
-                severity_word(f.severity, colour),
-                f.message
-            );
+            out.push_str(&finding_line(f));
         }
     }
     let elsewhere = worst_first(findings.iter().filter(|f| {
@@ -116,12 +137,7 @@ pub fn text(findings: &[Finding], levels: &[LevelState], colour: bool) -> String
     if !elsewhere.is_empty() {
         out.push_str("\nDELIVERY, ENDPOINTS AND BROKER\n");
         for f in elsewhere {
-            let _ = writeln!(
-                out,
-                "       {}  {}",
-                severity_word(f.severity, colour),
-                f.message
-            );
+            out.push_str(&finding_line(f));
         }
     }
     out
@@ -282,6 +298,25 @@ mod tests {
         assert_eq!(lines[7], "       warning  suffix");
         assert!(!out.contains('\x1b'));
         assert!(text(&findings, &[], true).contains("\x1b[31merror"));
+    }
+
+    #[test]
+    fn long_messages_wrap_within_80_columns_under_their_start() {
+        let long = format!("word {}", "lengthy ".repeat(12).trim_end());
+        let lines: Vec<String> = layout(&long).lines().map(String::from).collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines
+            .iter()
+            .all(|l| 16 + l.len() <= 80 || l.starts_with(' ')));
+        assert!(lines[1].starts_with(&" ".repeat(16)) && !lines[1].starts_with(&" ".repeat(17)));
+        let conflict =
+            "queue q differs in 2 properties:\n  a is 1, expected 2\n  b is 3, expected 4";
+        assert_eq!(
+            layout(conflict),
+            "queue q differs in 2 properties:\n         a is 1, expected 2\n         b is 3, expected 4"
+        );
+        let key = format!("binding a -> queue b ({}1.#) is missing", "*.".repeat(27));
+        assert_eq!(layout(&key), "binding a -> queue b (*.{27}1.#) is missing");
     }
 
     #[test]

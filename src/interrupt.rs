@@ -89,11 +89,13 @@ async fn forward(
             _ = terminate.recv() => ("SIGTERM", 15),
         };
         received += 1;
+        // On a new line: a progress bar may be on the current one.
         if received > 1 {
-            // On a new line: a progress bar may be on the current one.
             eprintln!("\n{name} again: {on_second}");
             std::process::exit(128 + number);
         }
+        // Said at once, as terraform does: the stop may take a few round trips.
+        eprintln!("\n{name}: stopping at a safe point ({name} again: {on_second})");
         requests.send_replace(Some(name));
     }
 }

@@ -9,6 +9,7 @@ pub mod cascade;
 pub mod cli;
 pub mod commands;
 pub mod context;
+pub mod counted;
 pub mod deprecations;
 pub mod diff;
 pub mod exit;

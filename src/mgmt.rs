@@ -36,6 +36,9 @@ pub struct Management {
     /// Whether this API belongs to the AMQP URL's broker: checked once, by
     /// the first requests, alongside them (see `broker_identity`).
     same_broker: Arc<OnceCell<Result<(), Unproven>>>,
+    /// The overview the proof read: a command that needs it too (verify)
+    /// takes this one instead of asking again.
+    overview: Arc<OnceLock<Answer>>,
 }
 
 #[derive(Clone)]
@@ -65,6 +68,7 @@ impl Management {
             target: target.clone(),
             requests: Arc::new(AtomicUsize::new(0)),
             same_broker: Arc::new(OnceCell::new()),
+            overview: Arc::new(OnceLock::new()),
         })
     }
 
@@ -139,6 +143,11 @@ impl Management {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<Answer> {
+        if method == Method::GET && path == "overview" && self.proven_same_broker().await.is_ok() {
+            if let Some(answer) = self.overview.get() {
+                return Ok(answer.clone());
+            }
+        }
         let (proven, answer) = tokio::join!(
             self.proven_same_broker(),
             self.unproven_request(method, path, body)
@@ -176,7 +185,11 @@ impl Management {
                 // works over AMQP alone); a proof that fails is not.
                 let over_http = overview
                     .and_then(|answer| self.checked("overview", answer))
-                    .and_then(|answer| self.decode::<serde_json::Value>("overview", &answer))
+                    .and_then(|answer| {
+                        let decoded = self.decode::<serde_json::Value>("overview", &answer);
+                        let _ = self.overview.set(answer);
+                        decoded
+                    })
                     .map_err(|e| Unproven::ManagementFailed(format!("{e:#}")))?;
                 let over_http = broker_identity::from_overview(&over_http);
                 over_amqp
@@ -290,6 +303,7 @@ impl Management {
 
 /// A whole answer: management API answers are small, and reading them at
 /// once keeps the timeout covering the body too.
+#[derive(Clone)]
 struct Answer {
     status: StatusCode,
     body: Bytes,

@@ -200,6 +200,20 @@ impl Needs {
         }
     }
 
+    /// Declares the endpoint exchanges and queues the topology declares
+    /// (install only: teardown never deletes them).
+    fn declare_endpoints(&mut self, desired: &Desired) {
+        for exchange in &desired.endpoint_exchanges {
+            self.configure.add([exchange.name.clone()]);
+        }
+        for queue in &desired.endpoint_queues {
+            self.configure.add([queue.name.clone()]);
+            if let Some(ArgValue::Str(exchange)) = queue.arguments.get("x-dead-letter-exchange") {
+                self.write.add([exchange.clone()]);
+            }
+        }
+    }
+
     /// Makes (or removes) every binding of `desired`, endpoint bindings included.
     fn bind(&mut self, desired: &Desired) {
         for binding in &desired.bindings {
@@ -275,6 +289,9 @@ pub fn needs(command: &str, desired: &Desired, extra: &Extra<'_>) -> Option<Need
         // install compares with the management API where it answers.
         "install" | "teardown" => {
             needs.declare(desired);
+            if command == "install" {
+                needs.declare_endpoints(desired);
+            }
             needs.bind(desired);
             needs.observe();
         }
@@ -379,6 +396,20 @@ mod tests {
         // Sources of bindings: the level exchanges and the delivery exchange.
         assert_eq!(g.read, format!("^({names})$"));
         assert_eq!(g.tags, vec!["management"]);
+    }
+
+    #[test]
+    fn install_configures_declared_endpoints_and_teardown_does_not() {
+        let yaml = "cascade: {levels: 1}\nendpoints: [{address: Sales, bind_to: exchange, \
+                    declare: true}, {address: Billing}]";
+        let names = r"nsb\.v2\.delay-delivery|nsb\.v2\.delay-level-00";
+        assert_eq!(
+            grant("install", yaml).configure,
+            format!("^(Sales|{names})$")
+        );
+        assert_eq!(grant("teardown", yaml).configure, format!("^({names})$"));
+        // The fanout exchange is the source of its binding to the queue.
+        assert_eq!(grant("install", yaml).read, format!("^(Sales|{names})$"));
     }
 
     #[test]

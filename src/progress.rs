@@ -50,7 +50,9 @@ impl Progress {
     /// A bar of `total` steps labelled `what` (say, the command and its
     /// vhost), or a hidden one when progress is off. The bars of one process
     /// are drawn together, one line each, so that several vhosts' bars never
-    /// draw over each other; each clears its line when finished.
+    /// draw over each other; each clears its line when finished, and also
+    /// when dropped unfinished (a vhost that failed halfway leaves no stale
+    /// bar on the screen).
     pub fn bar(&self, total: u64, what: &str) -> ProgressBar {
         if !self.enabled {
             return ProgressBar::hidden();
@@ -58,7 +60,7 @@ impl Progress {
         static BARS: std::sync::OnceLock<indicatif::MultiProgress> = std::sync::OnceLock::new();
         let bar = BARS
             .get_or_init(indicatif::MultiProgress::new)
-            .add(ProgressBar::new(total));
+            .add(ProgressBar::new(total).with_finish(indicatif::ProgressFinish::AndClear));
         bar.set_style(
             ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
                 .expect("static template")

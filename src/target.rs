@@ -14,8 +14,11 @@ use crate::exit::bad_input;
 use crate::tls::{FileOption, Tls, TlsOptions};
 use crate::topology::{vhost_problem, Topology, MAX_URLS, MAX_VHOSTS};
 
-const MANAGEMENT_PORT: u16 = 15672;
-const MANAGEMENT_TLS_PORT: u16 = 15671;
+mod urls;
+use urls::{
+    amqp_url, api_base, decode, derived_management_url, encode_userinfo, management_url, vhost_of,
+};
+pub use urls::{encode_vhost, mask, scrub};
 
 /// One vhost on one broker.
 #[derive(Debug, Clone)]
@@ -49,6 +52,16 @@ impl Target {
         mask(self.amqp.as_str())
     }
 
+    /// Every node's AMQP URI as it may be shown, comma-separated: names the
+    /// broker whichever node is in use.
+    pub fn nodes_display(&self) -> String {
+        if self.nodes.is_empty() {
+            return self.amqp_display();
+        }
+        let nodes: Vec<String> = self.nodes.iter().map(|n| mask(n.amqp.as_str())).collect();
+        nodes.join(",")
+    }
+
     pub fn management_display(&self) -> String {
         mask(self.management.as_str())
     }
@@ -79,60 +92,6 @@ impl Target {
 pub struct NodeUrls {
     pub amqp: Url,
     pub management: Url,
-}
-
-/// Escapes all but letters, digits, `-`, `_` and `~` in a path segment; `.`
-/// stays escaped so that a vhost named `..` cannot become a dot-segment.
-const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'~');
-
-/// Percent-encodes a vhost for a URL path segment ("/" becomes "%2F").
-pub fn encode_vhost(vhost: &str) -> String {
-    percent_encoding::utf8_percent_encode(vhost, PATH_SEGMENT).to_string()
-}
-
-/// Replaces the password of any URL-looking string with `****`.
-pub fn mask(text: &str) -> String {
-    match Url::parse(text) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some("****"));
-            url.to_string()
-        }
-        _ => text.to_string(),
-    }
-}
-
-/// Masks secrets in text that came from a client library (never our own
-/// sentences): the password of every URL in it, and `secret` where it
-/// stands as a word of its own, not where it is part of a longer word (a
-/// one-letter password must not eat the letters of vhost names).
-pub fn scrub(text: &str, secret: &str) -> String {
-    static USERINFO: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
-    let userinfo = USERINFO.get_or_init(|| {
-        regex::Regex::new(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\s@/]*@").expect("valid regex")
-    });
-    let text = userinfo.replace_all(text, "${1}****@");
-    if secret.is_empty() {
-        return text.into_owned();
-    }
-    let is_word = |c: char| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '%');
-    let mut masked = String::with_capacity(text.len());
-    let mut rest: &str = &text;
-    while let Some(at) = rest.find(secret) {
-        let before = rest[..at].chars().last().or(masked.chars().last());
-        let after = rest[at + secret.len()..].chars().next();
-        masked.push_str(&rest[..at]);
-        if before.is_some_and(is_word) || after.is_some_and(is_word) {
-            masked.push_str(secret);
-        } else {
-            masked.push_str("****");
-        }
-        rest = &rest[at + secret.len()..];
-    }
-    masked.push_str(rest);
-    masked
 }
 
 /// What the user gave for one broker beyond the topology file; each `None`
@@ -380,60 +339,6 @@ pub fn resolve(topology: &Topology, overrides: &Overrides<'_>) -> anyhow::Result
         .collect())
 }
 
-/// One `amqp://` or `amqps://` URI of `origin`, checked.
-fn amqp_url(raw: &str, origin: &str) -> anyhow::Result<Url> {
-    let url = Url::parse(raw)
-        .map_err(|e| bad_input(format!("{origin}: `{}` is not a URL: {e}", mask(raw))))?;
-    if !matches!(url.scheme(), "amqp" | "amqps") {
-        return Err(bad_input(format!(
-            "{origin}: `{}` must start with amqp:// or amqps://",
-            mask(raw)
-        )));
-    }
-    if url.host_str().is_none() {
-        return Err(bad_input(format!("{origin}: `{}` has no host", mask(raw))));
-    }
-    Ok(url)
-}
-
-/// One `http://` or `https://` management URL of `origin`, checked.
-fn management_url(raw: &str, origin: &str) -> anyhow::Result<Url> {
-    let url = Url::parse(raw)
-        .map_err(|e| bad_input(format!("{origin}: `{}` is not a URL: {e}", mask(raw))))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(bad_input(format!(
-            "{origin}: `{}` must start with http:// or https://",
-            mask(raw)
-        )));
-    }
-    Ok(url)
-}
-
-/// The management URL of an AMQP node when none is given: same host, port
-/// 15672 over http, or 15671 over https for amqps:// (credentials go over
-/// plain HTTP only when the user wrote http://).
-fn derived_management_url(amqp: &Url, origin: &str) -> anyhow::Result<Url> {
-    let host = amqp.host_str().unwrap_or("localhost");
-    let derived = if amqp.scheme() == "amqps" {
-        format!("https://{host}:{MANAGEMENT_TLS_PORT}/")
-    } else {
-        format!("http://{host}:{MANAGEMENT_PORT}/")
-    };
-    Url::parse(&derived)
-        .map_err(|e| bad_input(format!("{origin}: cannot derive the management URL: {e}")))
-}
-
-/// The management API's base, ending in `/` so that `api/...` joins below
-/// it: behind a reverse proxy at `/rabbitmq` the API is `/rabbitmq/api/`.
-/// A URL given with its `api` segment (`…/api/`) means the same base.
-fn api_base(mut url: Url) -> Url {
-    let path = url.path().trim_end_matches('/');
-    let path = path.strip_suffix("/api").unwrap_or(path);
-    let base = format!("{path}/");
-    url.set_path(&base);
-    url
-}
-
 /// The longest `--timeout`: one day (longer is a mistake, not a wish).
 pub const MAX_TIMEOUT_SECONDS: f64 = 86_400.0;
 
@@ -475,29 +380,6 @@ pub fn seconds_option(option: &str, seconds: f64) -> anyhow::Result<Duration> {
         )));
     }
     Ok(Duration::from_secs_f64(seconds))
-}
-
-/// The vhost an AMQP URI names: its path without the leading slash,
-/// percent-decoded; "/" when the path is empty.
-fn vhost_of(url: &Url) -> String {
-    let path = url.path().strip_prefix('/').unwrap_or(url.path());
-    if path.is_empty() {
-        "/".to_string()
-    } else {
-        decode(path).unwrap_or_else(|| path.to_string())
-    }
-}
-
-/// Percent-encodes a password for the userinfo of a URL.
-fn encode_userinfo(text: &str) -> String {
-    percent_encoding::utf8_percent_encode(text, PATH_SEGMENT).to_string()
-}
-
-fn decode(text: &str) -> Option<String> {
-    percent_encoding::percent_decode_str(text)
-        .decode_utf8()
-        .ok()
-        .map(|s| s.into_owned())
 }
 
 #[cfg(test)]
@@ -550,6 +432,12 @@ mod tests {
         assert_eq!(t.amqp, t.nodes[0].amqp);
         let other = t.with_vhost("w").on_node(1);
         assert_eq!(other.amqp.as_str(), "amqp://u:p@n2:5673/w");
+        // The broker's name (a journal's key) is the same on every node.
+        assert_eq!(
+            other.nodes_display(),
+            "amqp://u:****@n1:5672/w,amqp://u:****@n2:5673/w"
+        );
+        assert_eq!(other.nodes_display(), t.with_vhost("w").nodes_display());
         // One management URL serves every node (a load balancer).
         let t = &resolve_nodes(&["amqp://n1/v", "amqp://n2/v"], &["http://lb:80"]).unwrap()[0];
         assert!(t

@@ -82,3 +82,46 @@ pub fn installed(d: &Desired) -> Observed {
     });
     observed
 }
+
+/// The target of `amqp://guest:guest@localhost:5672/%2f`, vhost `/`.
+pub fn target() -> crate::target::Target {
+    let topology = Topology::parse(Path::new("t.yaml"), "").unwrap();
+    crate::target::resolve(
+        &topology,
+        &crate::target::Overrides {
+            url: &["amqp://guest:guest@localhost:5672/%2f".to_string()],
+            timeout_seconds: 30.0,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .remove(0)
+}
+
+/// Asserts that human text, as printed (binding keys written short, see
+/// `fanout`), stays within 80 columns.
+pub fn assert_fits_80_columns(what: &str, text: &str) {
+    let printed = crate::report::short_binding_keys(text);
+    for line in printed.lines() {
+        assert!(
+            line.chars().count() <= 80,
+            "{what}: a line of {} columns:\n{line}\n\n{printed}",
+            line.chars().count()
+        );
+    }
+}
+
+/// A correct install whose level 05 queue was declared by hand with a 1 s
+/// TTL and nothing else: one conflicting entity with four differences.
+pub fn installed_with_hand_made_level_5(d: &Desired) -> Observed {
+    let mut observed = installed(d);
+    let queue = observed.queues.get_mut("nsb.v2.delay-level-05").unwrap();
+    queue.arguments = Arguments::from([
+        (
+            "x-queue-type".into(),
+            crate::topology::ArgValue::Str("quorum".into()),
+        ),
+        ("x-message-ttl".into(), crate::topology::ArgValue::Int(1000)),
+    ]);
+    observed
+}

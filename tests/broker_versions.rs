@@ -96,8 +96,8 @@ fn verify_reads_a_vhost_of_more_than_500_queues_whole() {
             .any(|(kind, _)| kind.starts_with("endpoint")),
         "{document:#}"
     );
-    // Ten requests, one of them the first page of queues, plus the second page.
-    assert_eq!(document["http_requests"], 11);
+    // Nine requests, one of them the first page of queues, plus the second page.
+    assert_eq!(document["http_requests"], 10);
 }
 
 #[test]

@@ -1,8 +1,12 @@
 //! A real 3-node cluster on a bad day: a URL list whose first node is down,
 //! verify while nodes stop and start (never exit 3; degraded is a warning,
 //! a lost quorum an error naming the levels), teardown under quorum loss
-//! (refuses, changes nothing), and leader placement.
+//! (refuses, changes nothing), leader placement, and moves while a node is
+//! killed (`cluster/moves.rs`).
 
+#[path = "cluster/moves.rs"]
+mod moves;
+mod moving;
 mod support;
 
 use std::time::{Duration, Instant};
@@ -57,20 +61,36 @@ impl<'a> ClusterVhost<'a> {
     /// `delaytopo` aimed at this vhost through `urls` (AMQP), each node's
     /// management API derived from its own `--management-url` entry.
     fn delaytopo(&self, nodes: &[&Node]) -> assert_cmd::Command {
+        self.delaytopo_with(self.topology.path(), nodes)
+    }
+
+    /// The same with another topology file.
+    fn delaytopo_with(&self, topology: &std::path::Path, nodes: &[&Node]) -> assert_cmd::Command {
         let mut command = assert_cmd::Command::cargo_bin("delaytopo").unwrap();
         command
             .env_remove("DELAYTOPO_URL")
             .env_remove("DELAYTOPO_MANAGEMENT_URL")
-            .arg("-f")
-            .arg(self.topology.path())
-            .arg("--no-progress")
+            .args(self.arguments(topology, nodes))
             .timeout(Duration::from_secs(180));
-        for node in nodes {
-            command
-                .args(["--url", &self.url(node)])
-                .args(["--management-url", &node.management_url()]);
-        }
         command
+    }
+
+    /// The global arguments of `delaytopo` for `nodes` and `topology`.
+    fn arguments(&self, topology: &std::path::Path, nodes: &[&Node]) -> Vec<String> {
+        let mut arguments = vec![
+            "-f".to_string(),
+            topology.display().to_string(),
+            "--no-progress".to_string(),
+        ];
+        for node in nodes {
+            arguments.extend([
+                "--url".to_string(),
+                self.url(node),
+                "--management-url".to_string(),
+                node.management_url(),
+            ]);
+        }
+        arguments
     }
 
     fn definitions(&self) -> Value {

@@ -231,11 +231,12 @@ fn install_creates_exactly_the_desired_cascade() {
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        stdout.contains("114 missing and now declared, 0 already present"),
+        stdout.contains("114 missing and now declared, 0 present"),
         "{stdout}"
     );
+    assert!(stdout.starts_with("declared 114:\n"), "{stdout}");
     assert!(
-        stdout.contains("declared queue nsb.v2.delay-level-05\n"),
+        stdout.contains("\n  + queue nsb.v2.delay-level-05\n"),
         "{stdout}"
     );
 
@@ -287,8 +288,12 @@ fn a_conflicting_level_queue_is_reported_and_the_other_levels_are_created() {
     declare_level_5_with_ttl_99_s(&vhost);
     let report = install_json(&vhost, 1);
     assert_eq!(report["ok"], false);
+    let conflicts = report["conflicts"].as_array().unwrap();
+    assert_eq!(conflicts.len(), 1, "{conflicts:#?}");
+    assert_eq!(conflicts[0]["entity"], "queue nsb.v2.delay-level-05");
+    assert_eq!(conflicts[0]["level"], 5);
     assert_eq!(
-        report["conflicts"],
+        conflicts[0]["differences"],
         json!([{
             "severity": "error", "entity": "queue nsb.v2.delay-level-05", "kind": "different",
             "expected": "x-message-ttl=32000", "actual": "x-message-ttl=99000",
@@ -296,6 +301,8 @@ fn a_conflicting_level_queue_is_reported_and_the_other_levels_are_created() {
             "level": 5
         }])
     );
+    let remedy = conflicts[0]["remedy"].as_str().unwrap();
+    assert!(remedy.contains("`delaytopo teardown`"), "{remedy}");
     assert_eq!(report["declared"].as_array().unwrap().len(), 112);
     let queues = vhost.list("queues");
     assert_eq!(queues.len(), 28);
@@ -312,9 +319,72 @@ fn a_conflicting_level_queue_is_reported_and_the_other_levels_are_created() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("0 missing and now declared, 112 already present, 1 conflict"),
+        stdout.contains("0 missing and now declared, 112 present, 1 conflict\n"),
         "{stdout}"
     );
+    assert!(stdout.contains("\nnext: install never changes"), "{stdout}");
+}
+
+#[test]
+fn a_queue_with_four_differing_arguments_is_one_conflict_in_install_plan_and_verify() {
+    let vhost = TestVhost::new("install-four-differences");
+    // Level 05 declared by hand with a 1 s TTL, as in the README.
+    vhost.declare_queue(
+        "nsb.v2.delay-level-05",
+        json!({"x-queue-type": "quorum", "x-message-ttl": 1000}),
+    );
+    let output = vhost.delaytopo().arg("install").output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(
+            "conflict queue nsb.v2.delay-level-05 differs in 4 properties:\n  \
+             x-dead-letter-exchange is (absent), expected \"nsb.v2.delay-level-04\"\n  \
+             x-dead-letter-strategy is (absent), expected \"at-least-once\"\n  \
+             x-message-ttl is 1000, expected 32000\n  \
+             x-overflow is (absent), expected \"reject-publish\"\n"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("112 missing and now declared, 0 present, 1 conflict\n"),
+        "{stdout}"
+    );
+    let report = install_json(&vhost, 1);
+    let conflicts = report["conflicts"].as_array().unwrap();
+    assert_eq!(conflicts.len(), 1);
+    assert_eq!(conflicts[0]["differences"].as_array().unwrap().len(), 4);
+
+    let plan = vhost.delaytopo().arg("plan").output().unwrap();
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan.contains("install would meet 1 conflict (it does not override them):"),
+        "{plan}"
+    );
+    let verify = vhost
+        .delaytopo()
+        .args(["-o", "json", "verify"])
+        .output()
+        .unwrap();
+    let verify = stdout_json(&verify);
+    let differing: Vec<&Value> = verify["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "different")
+        .collect();
+    assert_eq!(differing.len(), 1, "{verify:#}");
+    assert_eq!(
+        verify["conflicts"][0]["differences"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    let text = vhost.delaytopo().arg("verify").output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("verify: 1 error, "), "{text}");
+    assert!(text.contains("next: install never changes"), "{text}");
 }
 
 #[test]
@@ -418,7 +488,7 @@ fn an_endpoint_binding_to_a_missing_queue_is_an_error_naming_it() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("114 missing and now declared, 0 already present, 1 error"),
+        stdout.contains("114 missing and now declared, 0 present, 1 error"),
         "{stdout}"
     );
     let bindings = vhost.list("bindings");

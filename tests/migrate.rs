@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use delaytopo::cascade::starting_level;
-use delaytopo::moving::headers::{DELAY_IN_SECONDS, POISON_SOURCE_ROUTING_KEY, TIME_SENT};
+use delaytopo::moving::headers::{
+    format_time_sent, DELAY_IN_SECONDS, MESSAGE_ID, POISON_SOURCE_ROUTING_KEY, TIME_SENT,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use moving::stage::*;
 use moving::*;
@@ -158,6 +160,116 @@ fn migrate_moves_every_message_with_its_remaining_delay() {
     }
 }
 
+/// Only NServiceBus's own headers: whatever dead-letter headers the message
+/// gets, the broker writes.
+fn plain_headers(id: &str, sent_micros: i64, delay_seconds: u64) -> FieldTable {
+    let text = |s: String| AMQPValue::LongString(LongString::from(s));
+    let mut headers = FieldTable::default();
+    headers.insert(TIME_SENT.into(), text(format_time_sent(sent_micros)));
+    headers.insert(
+        DELAY_IN_SECONDS.into(),
+        AMQPValue::LongInt(delay_seconds as i32),
+    );
+    headers.insert(MESSAGE_ID.into(), text(id.to_string()));
+    headers
+}
+
+#[test]
+fn a_message_the_broker_dead_lettered_arrives_without_its_death_headers_and_is_delivered() {
+    let stage = Stage::new("migrate-x-death", &[]);
+    // Bits 10 and 9: published to level 10 with a 1 ms TTL, the broker
+    // dead-letters it into level 9 (where it would wait 512 s).
+    let delay = (1u64 << 10) + (1 << 9);
+    let now = now_micros();
+    let due_in = |seconds: i64| now + seconds * 1_000_000 - delay as i64 * 1_000_000;
+    let messages: Vec<Delayed> = [("x-death-overdue", -3600), ("x-death-soon", 4)]
+        .into_iter()
+        .map(|(id, due)| Delayed {
+            id: id.to_string(),
+            address: SHIPPING.to_string(),
+            delay_seconds: delay,
+            sent_micros: due_in(due),
+            broken_headers: Some(plain_headers(id, due_in(due), delay)),
+        })
+        .collect();
+    stage.client.publish_expiring(&stage.source, &messages, 1);
+    let level_9 = stage.source.level_name(9).to_string();
+    assert!(
+        wait_until(Duration::from_secs(30), || stage.client.ready(&level_9)
+            == 2),
+        "the broker did not dead-letter the messages into {level_9}"
+    );
+    // They carry the broker's own bookkeeping now.
+    let peeked = api(
+        reqwest::Method::POST,
+        &format!(
+            "queues/{}/{}/get",
+            encode(&stage.vhost.name),
+            encode(&level_9)
+        ),
+        Some(serde_json::json!({"count": 2, "ackmode": "ack_requeue_true", "encoding": "auto"})),
+    );
+    for message in peeked.as_array().unwrap() {
+        let headers = &message["properties"]["headers"];
+        assert_eq!(headers["x-death"][0]["reason"], "expired", "{headers}");
+        assert_eq!(
+            headers["x-first-death-queue"],
+            stage.source.level_name(10),
+            "{headers}"
+        );
+    }
+
+    let output = stage.migrate().output().unwrap();
+    let report = stdout_json(&output);
+    assert!(output.status.success(), "{report:#}");
+    assert_eq!(report["moved"], 2, "{report:#}");
+    assert_eq!(report["delivered_now"], 1, "{report:#}");
+
+    let bookkeeping = |taken: &Taken| -> Vec<String> {
+        taken
+            .headers
+            .keys()
+            .filter(|name| name.starts_with("x-death") || name.starts_with("x-first-death"))
+            .cloned()
+            .collect()
+    };
+    // The overdue one was delivered at once, with no death of the source's.
+    let delivered = stage.client.take_all(SHIPPING);
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    assert_eq!(delivered[0].id, "x-death-overdue");
+    assert!(bookkeeping(&delivered[0]).is_empty(), "{delivered:?}");
+    // The other one goes through the target cascade (4 s) and is delivered:
+    // the target broker took it and dead-letters it like any other, and the
+    // only deaths it records are in the target cascade.
+    let mut later = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            later.extend(stage.client.take_all(SHIPPING));
+            !later.is_empty()
+        }),
+        "x-death-soon was not delivered"
+    );
+    assert_eq!(later[0].id, "x-death-soon");
+    let Some(AMQPValue::FieldArray(deaths)) = later[0].headers.get("x-death") else {
+        panic!("no x-death of the target cascade: {later:?}")
+    };
+    for death in deaths.as_slice() {
+        let AMQPValue::FieldTable(death) = death else {
+            panic!("{death:?}")
+        };
+        let queue = match death.inner().get("queue") {
+            Some(AMQPValue::LongString(name)) => {
+                String::from_utf8_lossy(name.as_bytes()).into_owned()
+            }
+            other => panic!("{other:?}"),
+        };
+        assert!(stage.target.owns_queue(&queue), "{queue}");
+    }
+    let first = later[0].header_text("x-first-death-queue").unwrap();
+    assert!(stage.target.owns_queue(&first), "{first}");
+    assert_eq!(stage.client.ready_in_cascade(&stage.source), 0);
+}
+
 #[test]
 fn a_dry_run_then_a_real_run_raises_no_alarm() {
     let messages = population(300, now_micros(), &DELIVERABLE);
@@ -270,4 +382,54 @@ fn a_journal_directory_that_cannot_be_written_stops_the_run_before_any_message()
         .code(2)
         .stderr(predicates::str::contains("--journal: cannot write"));
     assert_eq!(stage.client.ready_in_cascade(&stage.source), 20);
+}
+
+#[test]
+fn migrate_declares_the_endpoints_the_target_topology_declares() {
+    let vhost = TestVhost::new("migrate-declared-endpoint");
+    // Conventional routing: a fanout exchange and a queue named after the address.
+    let target_topology =
+        "endpoints:\n  - address: Orders.Eu\n    bind_to: exchange\n    declare: true\n";
+    vhost.set_topology(target_topology);
+    install_from_render(&vhost, V1);
+    let client = Client::new(&vhost);
+    let source = cascade(V1, &vhost);
+    let target = cascade(target_topology, &vhost);
+    let messages = population(30, now_micros(), &["Orders.Eu"]);
+    client.publish_delayed(&source, &messages);
+    let from = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(from.path(), V1).unwrap();
+    let output = vhost
+        .delaytopo()
+        .args(["-o", "json", "migrate", "--no-journal", "--from"])
+        .arg(from.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let exchange = vhost
+        .list("exchanges")
+        .into_iter()
+        .find(|e| e["name"] == "Orders.Eu")
+        .expect("exchange Orders.Eu declared");
+    assert_eq!(exchange["type"], "fanout");
+    assert_eq!(
+        vhost.queue_info("Orders.Eu")["arguments"]["x-queue-type"],
+        "quorum"
+    );
+    // Overdue ones were delivered at once; the rest wait in the target cascade.
+    let delivered = vhost.queue_info("Orders.Eu")["messages"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            u64::from(client.ready_in_cascade(&target))
+                + vhost.queue_info("Orders.Eu")["messages"]
+                    .as_u64()
+                    .unwrap_or(0)
+                == messages.len() as u64
+        }),
+        "{delivered} delivered, {} waiting",
+        client.ready_in_cascade(&target)
+    );
+    assert_eq!(client.ready_in_cascade(&source), 0);
 }

@@ -167,21 +167,75 @@ fn sigint_in_text_mode_ends_with_a_one_line_summary() {
 
 #[test]
 fn a_second_sigint_exits_at_once() {
-    let messages = population(4000, now_micros(), &DELIVERABLE);
+    let messages = population(400, now_micros(), &DELIVERABLE);
     let stage = Stage::new("migrate-sigint-twice", &messages);
-    let child = stage.spawn_migrate(&["--prefetch", "1"]);
-    assert!(wait_until(Duration::from_secs(60), || {
-        stage.client.ready_in_cascade(&stage.target) > 10
+    // One-second round trips: the stop the first signal starts takes
+    // several, so the second lands while it is under way. Signals sent back
+    // to back may be merged into one, so the second waits for the first's word.
+    let slow = stage.vhost.through_latency(500);
+    let mut child = stage.spawn_through(
+        &slow.url,
+        &slow.management,
+        &["--no-progress", "-o", "json"],
+        &["--prefetch", "5"],
+    );
+    let stderr = Tee::of(child.stderr.take().unwrap());
+    assert!(wait_until(Duration::from_secs(120), || {
+        stage.client.ready_in_cascade(&stage.target) > 0
     }));
     send_signal(&child, "INT");
+    assert!(
+        wait_until(Duration::from_secs(30), || stderr
+            .text()
+            .contains("SIGINT: stopping at a safe point")),
+        "{}",
+        stderr.text()
+    );
     send_signal(&child, "INT");
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    let status = child.wait().unwrap();
+    let stderr = stderr.finish();
+    assert_eq!(status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("SIGINT again: exiting at once"), "{stderr}");
     // Whatever it held went back: a re-run finishes without loss.
     run_until_ok(|| stage.migrate(), 2);
     stage.inventory().assert_none_lost(&messages);
+}
+
+/// A child's output read as it comes, so a test can wait for a line.
+struct Tee {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Tee {
+    fn of(mut from: impl std::io::Read + Send + 'static) -> Tee {
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let shared = text.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = from.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                shared
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
+            }
+        });
+        Tee { text, reader }
+    }
+
+    fn text(&self) -> String {
+        self.text.lock().unwrap().clone()
+    }
+
+    fn finish(self) -> String {
+        let Tee { text, reader } = self;
+        reader.join().unwrap();
+        let text = text.lock().unwrap().clone();
+        text
+    }
 }
 
 /// Slot of the node this file restarts (see `tests/support/node.rs`): a

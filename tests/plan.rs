@@ -4,6 +4,10 @@
 
 mod support;
 
+use std::path::Path;
+
+use delaytopo::topology::Topology;
+use delaytopo::{amqp, target};
 use serde_json::{json, Value};
 use support::*;
 
@@ -16,6 +20,17 @@ fn plan(vhost: &TestVhost) -> (i32, Value) {
         .unwrap();
     assert_eq!(vhost.definitions(), before, "plan changed the broker");
     (output.status.code().unwrap(), stdout_json(&output))
+}
+
+/// install's JSON report, which must be exit 1.
+fn install_refusing(vhost: &TestVhost) -> Value {
+    let install = vhost
+        .delaytopo()
+        .args(["-o", "json", "install"])
+        .output()
+        .unwrap();
+    assert_eq!(install.status.code(), Some(1), "{install:?}");
+    stdout_json(&install)
 }
 
 #[test]
@@ -68,12 +83,18 @@ fn a_conflicting_level_queue_is_listed_and_the_rest_planned() {
     assert_eq!(code, 1);
     assert_eq!(document["create"].as_array().unwrap().len(), 112);
     let conflicts = document["conflicts"].as_array().unwrap();
+    assert_eq!(
+        conflicts.len(),
+        1,
+        "one queue is one conflict: {conflicts:#?}"
+    );
+    assert_eq!(conflicts[0]["entity"], "queue nsb.v2.delay-level-05");
     assert!(
-        conflicts
+        conflicts[0]["differences"]
+            .as_array()
+            .unwrap()
             .iter()
-            .any(|c| c["entity"] == "queue nsb.v2.delay-level-05"
-                && c["expected"] == "x-message-ttl=32000"
-                && c["actual"] == "x-message-ttl=5"),
+            .any(|c| c["expected"] == "x-message-ttl=32000" && c["actual"] == "x-message-ttl=5"),
         "{conflicts:#?}"
     );
     assert_eq!(
@@ -83,13 +104,80 @@ fn a_conflicting_level_queue_is_listed_and_the_rest_planned() {
 }
 
 #[test]
-fn a_listed_endpoint_without_its_queue_blocks_install() {
+fn a_binding_install_would_be_refused_is_listed_as_refused_and_install_agrees() {
     let vhost = TestVhost::new("plan-endpoint");
     vhost.declare_queue("Sales", json!({}));
     vhost.import_cascade("endpoints:\n  - address: Sales\n");
     vhost.set_topology("endpoints:\n  - address: Sales\n  - address: Billing\n");
     let (code, document) = plan(&vhost);
     assert_eq!(code, 1);
-    assert_eq!(document["create"].as_array().unwrap().len(), 1);
+    assert_eq!(document["create"], json!([]), "{document:#}");
+    let refused = document["would_refuse"].as_array().unwrap();
+    assert_eq!(refused.len(), 1, "{document:#}");
+    let billing = "binding nsb.v2.delay-delivery -> queue Billing (#.Billing)";
+    assert_eq!(refused[0]["entity"], billing);
     assert_eq!(document["blocked"][0]["entity"], "queue Billing");
+    let text = vhost.delaytopo().arg("plan").output().unwrap();
+    assert_eq!(text.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("install would create nothing\n"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "install would be refused 1 binding:\n  ! {billing}\n    would refuse: endpoint \
+             queue `Billing` does not exist"
+        )),
+        "{text}"
+    );
+
+    // What install then does: the same binding, refused, and nothing else.
+    let report = install_refusing(&vhost);
+    assert_eq!(report["declared"], json!([]), "{report:#}");
+    assert_eq!(report["errors"][0]["entity"], billing, "{report:#}");
+}
+
+#[test]
+fn a_binding_into_a_queue_another_connection_holds_exclusively_is_refused_as_planned() {
+    let vhost = TestVhost::new("plan-exclusive");
+    vhost.import_cascade("");
+    vhost.set_topology("endpoints:\n  - address: Sales\n");
+    let topology = Topology::parse(Path::new("t.yaml"), "").unwrap();
+    let url = vhost.url();
+    let target = target::resolve(
+        &topology,
+        &target::Overrides {
+            url: std::slice::from_ref(&url),
+            management_url: &[management().to_string()],
+            timeout_seconds: 30.0,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .remove(0);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // The endpoint queue, exclusive to a connection of the test's own.
+    let holder = runtime.block_on(async {
+        let connection = amqp::connect(&target).await.unwrap();
+        let channel = amqp::open_channel(&connection, &target).await.unwrap();
+        let options = lapin::options::QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare("Sales".into(), options, Default::default())
+            .await
+            .unwrap();
+        connection
+    });
+    let sales = "binding nsb.v2.delay-delivery -> queue Sales (#.Sales)";
+    let (code, document) = plan(&vhost);
+    assert_eq!(code, 1);
+    assert_eq!(document["would_refuse"][0]["entity"], sales, "{document:#}");
+    let reason = document["would_refuse"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("405 RESOURCE_LOCKED"), "{reason}");
+
+    let report = install_refusing(&vhost);
+    assert_eq!(report["errors"][0]["entity"], sales, "{report:#}");
+    let message = report["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("RESOURCE_LOCKED"), "{message}");
+    runtime.block_on(amqp::close(&holder, &target));
 }

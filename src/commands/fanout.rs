@@ -1,7 +1,8 @@
 //! Runs a per-vhost command over every target at once, at most
 //! `--concurrency` at a time, and folds the results into one outcome:
 //! a single vhost prints as itself, several print one section each plus a
-//! summary, and JSON carries a `vhosts` array.
+//! summary, and JSON carries a `vhosts` array. Human text writes binding
+//! keys short (`*.{27}1.#`); JSON keeps them whole.
 
 use std::future::Future;
 
@@ -13,7 +14,7 @@ use crate::cascade::Desired;
 use crate::context::Context;
 use crate::exit;
 use crate::failover;
-use crate::report::Outcome;
+use crate::report::{short_binding_keys, Outcome};
 use crate::target::Target;
 
 /// What a command found or did in one vhost.
@@ -36,7 +37,8 @@ where
         if let Value::Object(map) = &mut json {
             map.insert("vhost".into(), Value::String(target.vhost.clone()));
         }
-        return Ok(Outcome::new(result.ok, result.text, json));
+        let text = short_binding_keys(&result.text);
+        return Ok(Outcome::new(result.ok, text, json));
     }
 
     let results: Vec<(String, Result<VhostOutcome>)> = stream::iter(context.targets.iter())
@@ -67,7 +69,7 @@ where
                 } else {
                     worst_code = worst_code.max(exit::NOT_OK);
                 }
-                text.push_str(&outcome.text);
+                text.push_str(&short_binding_keys(&outcome.text));
                 let mut entry = json!({ "vhost": vhost, "ok": outcome.ok });
                 if let (Value::Object(entry), Value::Object(fields)) = (&mut entry, outcome.json) {
                     entry.extend(

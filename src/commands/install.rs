@@ -12,12 +12,16 @@ use anyhow::Result;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
+mod inequivalence;
+
 use crate::apply::{self, OpResult, Operation, Session};
 use crate::capacity;
-use crate::cascade::{Desired, Role};
+use crate::cascade::Desired;
 use crate::commands::fanout::{self, VhostOutcome};
 use crate::context::Context;
-use crate::diff::{self, binding_entity, Finding, Severity, Structure};
+use crate::counted::counted;
+use crate::diff::conflict::{self, Conflict};
+use crate::diff::{self, binding_entity, Finding, Structure};
 use crate::exit::broker;
 use crate::mgmt::{Management, NotProvenSameBroker};
 use crate::observe::{self, observe, Depth, Observed};
@@ -146,7 +150,7 @@ struct Plan {
     /// Present and matching, when the management API answered.
     existing: Option<Vec<String>>,
     /// Present with other properties or arguments: not declared, reported.
-    conflicts: Vec<Finding>,
+    conflicts: Vec<Conflict>,
     /// Bindings touching the cascade that the topology does not contain.
     strays: Vec<String>,
     /// Why the management API could not be read, when it could not.
@@ -168,6 +172,14 @@ impl Plan {
                     .missing_queues
                     .iter()
                     .map(|q| Operation::DeclareQueue((*q).clone())),
+            )
+            .chain(
+                (structure.missing_endpoint_exchanges.iter())
+                    .map(|e| Operation::DeclareExchange((*e).clone())),
+            )
+            .chain(
+                (structure.missing_endpoint_queues.iter())
+                    .map(|q| Operation::DeclareEndpointQueue((*q).clone())),
             )
             .collect();
         let bindings = structure
@@ -193,7 +205,8 @@ impl Plan {
     /// Declare everything: without the management API, AMQP cannot tell
     /// what exists, and a redeclare of an equal entity changes nothing.
     fn blind(desired: &Desired, management_error: &anyhow::Error) -> Plan {
-        let declarations = apply::declare_all(desired);
+        let mut declarations = apply::declare_all(desired);
+        declarations.extend(apply::declare_endpoints(desired));
         let bindings = desired
             .bindings
             .iter()
@@ -218,37 +231,42 @@ impl Plan {
 
     fn report(self, target: &Target, applied: Applied) -> VhostOutcome {
         let mut conflicts = self.conflicts;
-        conflicts.extend(applied.conflicts);
+        conflicts.extend(conflict::group(applied.conflicts));
         let ok = conflicts.is_empty() && applied.errors.is_empty();
         let vhost = &target.vhost;
 
         let mut text = String::new();
         // AMQP's declare-ok does not say who created an entity: one missing
         // when read may have been made by a concurrent install meanwhile.
-        if self.existing.is_some() {
+        if self.existing.is_some() && !applied.done.is_empty() {
+            text.push_str(&format!("declared {}:\n", applied.done.len()));
             for entity in &applied.done {
-                text.push_str(&format!("declared {entity}\n"));
+                text.push_str(&format!("  + {entity}\n"));
             }
         }
-        for conflict in &conflicts {
-            text.push_str(&format!("conflict {}\n", conflict.message));
+        for found in &conflicts {
+            text.push_str(&format!("conflict {}\n", found.message()));
         }
         for (_, message) in &applied.errors {
             text.push_str(&format!("error {message}\n"));
         }
         let problems = match (conflicts.len(), applied.errors.len()) {
             (0, 0) => String::new(),
-            (c, 0) => format!(", {}", plural(c, "conflict")),
-            (0, e) => format!(", {}", plural(e, "error")),
-            (c, e) => format!(", {}, {}", plural(c, "conflict"), plural(e, "error")),
+            (c, 0) => format!(", {}", counted(c as u64, "conflict")),
+            (0, e) => format!(", {}", counted(e as u64, "error")),
+            (c, e) => format!(
+                ", {}, {}",
+                counted(c as u64, "conflict"),
+                counted(e as u64, "error")
+            ),
         };
         match &self.existing {
             Some(existing) if applied.done.is_empty() && ok => text.push_str(&format!(
                 "nothing to do on vhost `{vhost}`: {} present and matching\n",
-                plural(existing.len(), "entity")
+                counted(existing.len() as u64, "entity")
             )),
             Some(existing) => text.push_str(&format!(
-                "install on vhost `{vhost}`: {} missing and now declared, {} already \
+                "install on vhost `{vhost}`: {} missing and now declared, {} \
                  present{problems}\n",
                 applied.done.len(),
                 existing.len()
@@ -256,14 +274,14 @@ impl Plan {
             None => text.push_str(&format!(
                 "install on vhost `{vhost}`: {} declared (created or already \
                  present){problems}\n",
-                plural(applied.done.len(), "entity")
+                counted(applied.done.len() as u64, "entity")
             )),
         }
         if !self.strays.is_empty() {
             text.push_str(&format!(
                 "note: {} not in the topology touch the cascade (install never deletes; \
                  `delaytopo verify` lists them)\n",
-                plural(self.strays.len(), "binding")
+                counted(self.strays.len() as u64, "binding")
             ));
         }
         if let Some(reason) = &self.management_error {
@@ -272,6 +290,7 @@ impl Plan {
                 self.unchecked.join("; ")
             ));
         }
+        text.push_str(&conflict::next_steps(&conflicts));
 
         let errors: Vec<Value> = applied
             .errors
@@ -318,6 +337,7 @@ fn existing_entities(desired: &Desired, structure: &Structure<'_>) -> Vec<String
                 .iter()
                 .map(|b| binding_entity(b.key())),
         )
+        .chain(missing_endpoint_entities(structure))
         .chain(structure.conflicts.iter().map(|f| f.entity.clone()))
         .collect();
     desired_entities(desired)
@@ -331,7 +351,17 @@ fn desired_entities(desired: &Desired) -> impl Iterator<Item = String> + '_ {
         .iter()
         .map(|e| format!("exchange {}", e.name))
         .chain(desired.queues.iter().map(|q| format!("queue {}", q.name)))
+        .chain(desired.declared_endpoint_entities())
         .chain(desired.bindings.iter().map(|b| binding_entity(b.key())))
+}
+
+fn missing_endpoint_entities<'a>(
+    structure: &'a Structure<'_>,
+) -> impl Iterator<Item = String> + 'a {
+    let exchanges = structure.missing_endpoint_exchanges.iter();
+    exchanges
+        .map(|e| format!("exchange {}", e.name))
+        .chain((structure.missing_endpoint_queues.iter()).map(|q| format!("queue {}", q.name)))
 }
 
 /// The entity an install operation acts on, as the comparison names it.
@@ -339,6 +369,7 @@ fn entity(op: &Operation) -> String {
     match op {
         Operation::DeclareExchange(e) => format!("exchange {}", e.name),
         Operation::DeclareQueue(q) => format!("queue {}", q.name),
+        Operation::DeclareEndpointQueue(q) => format!("queue {}", q.name),
         Operation::Bind(b) => binding_entity(b.key()),
         other => other.describe(),
     }
@@ -389,7 +420,7 @@ impl Applied {
                     text,
                 } => self
                     .conflicts
-                    .push(conflict_from_refusal(op, entity, &text)),
+                    .push(inequivalence::conflict_from_refusal(op, entity, &text)),
                 OpResult::Refused {
                     code: Some(404),
                     text,
@@ -414,114 +445,14 @@ fn endpoint_missing(op: &Operation, broker_text: &str) -> String {
     let Operation::Bind(binding) = op else {
         return format!("{}: {broker_text}", entity(op));
     };
-    let kind = binding.destination_type.as_str();
-    format!(
-        "{}: endpoint {kind} `{}` does not exist (declare it before install, or change the \
-         endpoint's `bind_to`): a delivery route to nowhere would jam the cascade",
-        entity(op),
-        binding.destination
-    )
-}
-
-/// A 406 as a finding: the broker names the first property that differs,
-/// with the value it received and the one it holds.
-fn conflict_from_refusal(op: &Operation, entity: String, text: &str) -> Finding {
-    let level = match op {
-        Operation::DeclareQueue(q) => Some(q.level),
-        Operation::DeclareExchange(e) => match e.role {
-            Role::Level(level) => Some(level),
-            _ => None,
-        },
-        _ => None,
+    // The broker names the end it did not find: the source, for an
+    // application queue's binding whose exchange is missing.
+    let (kind, name) = if broker_text.contains(&format!("no exchange '{}'", binding.source)) {
+        ("exchange", &binding.source)
+    } else {
+        (binding.destination_type.as_str(), &binding.destination)
     };
-    let (expected, actual, message) = match inequivalence(text) {
-        Some(Inequivalence {
-            property,
-            received,
-            current,
-        }) => {
-            let expected = expected_value(op, &property).unwrap_or(received);
-            let message = format!(
-                "{entity}: {property} is {current}, expected {expected} (the broker names \
-                 only the first difference)"
-            );
-            (
-                Some(format!("{property}={expected}")),
-                Some(format!("{property}={current}")),
-                message,
-            )
-        }
-        None => (None, None, format!("{entity}: {text}")),
-    };
-    Finding {
-        severity: Severity::Error,
-        entity,
-        kind: "different".into(),
-        expected,
-        actual,
-        message,
-        level,
-    }
-}
-
-/// The value install asked for, as the comparison shows it.
-fn expected_value(op: &Operation, property: &str) -> Option<String> {
-    let arguments = match op {
-        Operation::DeclareQueue(q) => &q.arguments,
-        Operation::DeclareExchange(e) => &e.arguments,
-        _ => return None,
-    };
-    arguments.get(property).map(ToString::to_string)
-}
-
-#[derive(Debug, PartialEq)]
-struct Inequivalence {
-    property: String,
-    received: String,
-    current: String,
-}
-
-/// Reads RabbitMQ's 406 text: `inequivalent arg 'P' for queue 'Q' in vhost
-/// 'V': received X but current is Y`, where X and Y are `'v'`, `the value
-/// 'v' of type 't'` or `none`.
-fn inequivalence(text: &str) -> Option<Inequivalence> {
-    let rest = text.split("inequivalent arg '").nth(1)?;
-    let (property, rest) = rest.split_once('\'')?;
-    let rest = rest.split("': received ").nth(1)?;
-    let (received, current) = rest.split_once(" but current is ")?;
-    Some(Inequivalence {
-        property: property.to_string(),
-        received: broker_value(received),
-        current: broker_value(current),
-    })
-}
-
-fn broker_value(text: &str) -> String {
-    let text = text.trim();
-    if text == "none" {
-        return "(absent)".to_string();
-    }
-    let text = text.strip_prefix("the value ").unwrap_or(text);
-    let (value, kind) = match text.rsplit_once(" of type '") {
-        Some((value, kind)) => (value, Some(kind.trim_end_matches('\''))),
-        None => (text, None),
-    };
-    let value = value
-        .strip_prefix('\'')
-        .and_then(|v| v.strip_suffix('\''))
-        .unwrap_or(value);
-    match kind {
-        Some("longstr") => format!("{value:?}"),
-        _ => value.to_string(),
-    }
-}
-
-fn plural(count: usize, noun: &str) -> String {
-    match (count, noun) {
-        (1, _) => format!("1 {noun}"),
-        (_, "entity") => format!("{count} entities"),
-        _ => format!("{count} {noun}s"),
-    }
+    format!("{}: {}", entity(op), diff::refusal::missing_end(kind, name))
 }
 
 #[cfg(test)]
@@ -529,63 +460,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_406_text_gives_property_received_and_current() {
-        let text = "406 PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue \
-                    'nsb.v2.delay-level-05' in vhost 'v': received the value '32000' of type \
-                    'signedint' but current is the value '99000' of type 'long'";
-        assert_eq!(
-            inequivalence(text),
-            Some(Inequivalence {
-                property: "x-message-ttl".into(),
-                received: "32000".into(),
-                current: "99000".into()
-            })
-        );
-        let text = "406 PRECONDITION_FAILED - inequivalent arg 'x-dead-letter-strategy' for \
-                    queue 'q2' in vhost 'v': received the value 'at-least-once' of type \
-                    'longstr' but current is none";
-        let found = inequivalence(text).unwrap();
-        assert_eq!(found.received, "\"at-least-once\"");
-        assert_eq!(found.current, "(absent)");
-        let text = "406 PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'e' in vhost \
-                    'v': received 'topic' but current is 'direct'";
-        let found = inequivalence(text).unwrap();
-        assert_eq!(
-            (found.property.as_str(), found.current.as_str()),
-            ("type", "direct")
-        );
-        assert_eq!(
-            inequivalence("406 PRECONDITION_FAILED - something else"),
-            None
-        );
-    }
+    fn a_fresh_install_and_a_conflict_fit_80_columns() {
+        use crate::test_fixtures::{
+            assert_fits_80_columns, desired, installed_with_hand_made_level_5, target,
+        };
+        let d = desired("");
+        let plan = Plan::observed(&d, &Observed::default());
+        let applied = Applied {
+            done: plan
+                .declarations
+                .iter()
+                .chain(&plan.bindings)
+                .map(entity)
+                .collect(),
+            ..Applied::default()
+        };
+        let fresh = plan.report(&target(), applied);
+        assert!(fresh
+            .text
+            .starts_with("declared 113:\n  + exchange nsb.v2.delay-level-27\n"));
+        assert_fits_80_columns("install, fresh vhost", &fresh.text);
 
-    #[test]
-    fn a_406_conflict_shows_the_value_install_asked_for() {
-        let topology =
-            crate::topology::Topology::parse(std::path::Path::new("t.yaml"), "").unwrap();
-        let desired = Desired::new(&topology, "v");
-        let queue = desired
-            .queues
-            .iter()
-            .find(|q| q.level == 5)
-            .unwrap()
-            .clone();
-        let op = Operation::DeclareQueue(queue);
-        let text = "406 PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue \
-                    'nsb.v2.delay-level-05' in vhost 'v': received the value '32000' of type \
-                    'long' but current is the value '99000' of type 'signedint'";
-        let finding = conflict_from_refusal(&op, entity(&op), text);
-        assert_eq!(finding.entity, "queue nsb.v2.delay-level-05");
-        assert_eq!(finding.expected.as_deref(), Some("x-message-ttl=32000"));
-        assert_eq!(finding.actual.as_deref(), Some("x-message-ttl=99000"));
-        assert_eq!(finding.level, Some(5));
-    }
-
-    #[test]
-    fn counts_read_as_words() {
-        assert_eq!(plural(1, "entity"), "1 entity");
-        assert_eq!(plural(113, "entity"), "113 entities");
-        assert_eq!(plural(2, "conflict"), "2 conflicts");
+        let conflict = Plan::observed(&d, &installed_with_hand_made_level_5(&d))
+            .report(&target(), Applied::default());
+        assert!(!conflict.ok);
+        assert!(
+            conflict.text.contains(
+                "conflict queue nsb.v2.delay-level-05 differs in 4 properties:\n  \
+                 x-dead-letter-exchange is (absent), expected \"nsb.v2.delay-level-04\"\n"
+            ),
+            "{}",
+            conflict.text
+        );
+        assert!(
+            conflict.text.contains("present, 1 conflict\n"),
+            "{}",
+            conflict.text
+        );
+        assert_eq!(
+            conflict.json["conflicts"][0]["differences"]
+                .as_array()
+                .unwrap()
+                .len(),
+            4
+        );
+        assert_fits_80_columns("install, a conflict", &conflict.text);
     }
 }

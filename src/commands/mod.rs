@@ -12,9 +12,9 @@ pub mod transfer;
 pub mod verify;
 
 use anyhow::Result;
-use clap::CommandFactory;
+use clap::{CommandFactory, ValueEnum};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, Output};
 use crate::context::Context;
 use crate::exit;
 use crate::interrupt::Interrupt;
@@ -22,17 +22,11 @@ use crate::report::Outcome;
 
 /// Runs a parsed command line; `None` means the command printed its own output.
 pub fn run(cli: &Cli) -> Result<Option<Outcome>> {
+    check_output(&cli.command, cli.global.output)?;
     if let Command::Completions { shell } = &cli.command {
         let mut command = Cli::command();
         clap_complete::generate(*shell, &mut command, "delaytopo", &mut std::io::stdout());
         return Ok(None);
-    }
-    if cli.global.output == crate::cli::Output::Prometheus
-        && !matches!(cli.command, Command::Verify(_))
-    {
-        return Err(crate::exit::bad_input(
-            "--output prometheus: only `verify` has metrics; use text or json",
-        ));
     }
     let context = Context::load(&cli.global)?;
     if let Command::Render = &cli.command {
@@ -47,6 +41,59 @@ pub fn run(cli: &Cli) -> Result<Option<Outcome>> {
     runtime
         .block_on(run_broker_command(&cli.command, &context))
         .map(Some)
+}
+
+/// The output formats a command has: text and JSON everywhere, Prometheus
+/// metrics for verify, a shell script only for completions.
+pub fn output_formats(command: &Command) -> &'static [Output] {
+    match command {
+        Command::Verify(_) => &[Output::Text, Output::Json, Output::Prometheus],
+        Command::Completions { .. } => &[Output::Text],
+        _ => &[Output::Text, Output::Json],
+    }
+}
+
+/// One rule for `-o` on every command: a format the command does not have
+/// is bad input (exit 2), never silently ignored.
+fn check_output(command: &Command, output: Output) -> Result<()> {
+    let formats = output_formats(command);
+    if formats.contains(&output) {
+        return Ok(());
+    }
+    let name = |format: &Output| {
+        format
+            .to_possible_value()
+            .map(|value| value.get_name().to_string())
+            .unwrap_or_default()
+    };
+    let supported: Vec<String> = formats.iter().map(name).collect();
+    let why = match (output, command) {
+        (Output::Prometheus, _) => "; only `verify` has metrics",
+        (_, Command::Completions { .. }) => " (a shell script)",
+        _ => "",
+    };
+    Err(exit::bad_input(format!(
+        "--output {}: `{}` writes {} only{why}",
+        name(&output),
+        command_name(command),
+        supported.join(" or ")
+    )))
+}
+
+/// The subcommand's name as typed.
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::Install => "install",
+        Command::Verify(_) => "verify",
+        Command::Plan => "plan",
+        Command::Teardown(_) => "teardown",
+        Command::Render => "render",
+        Command::Probe(_) => "probe",
+        Command::Migrate(_) => "migrate",
+        Command::Transfer(_) => "transfer",
+        Command::Permissions(_) => "permissions",
+        Command::Completions { .. } => "completions",
+    }
 }
 
 /// What a second SIGINT/SIGTERM does, whatever the command.

@@ -20,18 +20,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Result;
 use futures::StreamExt;
 use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::amqp::{self, bounded, describe, reply_code};
 use crate::cascade::{
-    endpoint_binding_key, max_delay_seconds, probe_sink_binding_key, Desired, Route,
-    PROBE_ADDRESS_PREFIX, PROBE_SINK_QUEUE,
+    endpoint_binding_key, max_delay_seconds, Desired, Route, PROBE_ADDRESS_PREFIX,
 };
 use crate::cli::ProbeArgs;
 use crate::commands::fanout::{each_target, VhostOutcome};
@@ -45,8 +43,8 @@ use crate::report::first_few;
 use crate::report::Outcome;
 use crate::target::Target;
 
-/// How many late probe messages the sink keeps before dropping the oldest.
-const PROBE_SINK_LENGTH: i64 = 100;
+mod sink;
+use sink::{bind_to_delivery, clean_up, sink_in_place};
 
 /// Arriving this much before the delay counts as early (TTL expiry is not
 /// instantaneous, but it never fires ahead of time on a healthy level).
@@ -148,7 +146,7 @@ pub async fn run(context: &Context, args: &ProbeArgs) -> Result<Outcome> {
         check_args(desired, args)?;
     }
     each_target(context, |target, desired| async move {
-        let report = probe(&target, &desired, args).await?;
+        let report = probe(&target, &desired, args, None).await?;
         Ok(VhostOutcome {
             ok: report.ok(),
             text: format!("{}\n", report.summary()),
@@ -170,7 +168,13 @@ fn probe_address() -> String {
 }
 
 /// Sends one probe through `desired`'s cascade on `target` and times it.
-pub async fn probe(target: &Target, desired: &Desired, args: &ProbeArgs) -> Result<ProbeReport> {
+/// `management`: a client already proven for `target` (verify's), to reuse.
+pub async fn probe(
+    target: &Target,
+    desired: &Desired,
+    args: &ProbeArgs,
+    management: Option<&Management>,
+) -> Result<ProbeReport> {
     let address = probe_address();
     let route = desired.route(args.delay, &address).ok_or_else(|| {
         bad_input(format!(
@@ -190,8 +194,10 @@ pub async fn probe(target: &Target, desired: &Desired, args: &ProbeArgs) -> Resu
         failure: None,
         sink: None,
     };
-    let (refusal, connection) =
-        futures::join!(unsafe_to_publish(target, desired), amqp::connect(target));
+    let (refusal, connection) = futures::join!(
+        unsafe_to_publish(target, desired, management),
+        amqp::connect(target)
+    );
     let connection = connection?;
     if let Some(reason) = refusal {
         report.failure = Some(format!("not sent: {reason}"));
@@ -213,33 +219,44 @@ pub async fn probe(target: &Target, desired: &Desired, args: &ProbeArgs) -> Resu
 /// resource alarm blocks every publish, and without a quorum a publish times
 /// out and may be committed later. Without the management API, no answer
 /// (the sink still keeps a late message from jamming the cascade).
-async fn unsafe_to_publish(target: &Target, desired: &Desired) -> Option<String> {
-    let management = Management::new(target).ok()?;
+async fn unsafe_to_publish(
+    target: &Target,
+    desired: &Desired,
+    management: Option<&Management>,
+) -> Option<String> {
+    let own;
+    let management = match management {
+        Some(management) => management,
+        None => {
+            own = Management::new(target).ok()?;
+            &own
+        }
+    };
     let (queues, alarms) = futures::join!(
         management.get::<Vec<ObservedQueue>>(management.vhost_path("queues")),
-        crate::observe::alarms(&management)
+        crate::observe::alarms(management)
     );
-    if let Some(alarms) = alarms.ok().flatten().filter(|a| !a.is_empty()) {
-        return Some(format!(
-            "a resource alarm ({}) blocks every publish",
-            alarms.join(", ")
-        ));
-    }
+    // Unreadable queues still leave the alarms to refuse on.
     let queues: Queues = queues
-        .ok()?
+        .unwrap_or_default()
         .into_iter()
         .map(|q| (q.name.clone(), q))
         .collect();
-    let lost: Vec<String> = crate::health::quorum_findings(desired, &queues, 1)
-        .into_iter()
-        .filter(|f| f.kind == "quorum_unavailable")
-        .map(|f| format!("{} ({})", f.entity, f.actual.unwrap_or_default()))
-        .collect();
-    (!lost.is_empty()).then(|| {
+    let hazard = crate::health::unsafe_to_write(
+        desired,
+        &queues,
+        &alarms.ok().flatten().unwrap_or_default(),
+    )?;
+    Some(if !hazard.alarms.is_empty() {
+        format!(
+            "a resource alarm ({}) blocks every publish",
+            hazard.alarms.join(", ")
+        )
+    } else {
         format!(
             "{} without a quorum online: a publish would time out and could still be \
              committed later",
-            first_few(&lost, 3, ", ")
+            first_few(&hazard.without_quorum, 3, ", ")
         )
     })
 }
@@ -422,128 +439,6 @@ async fn publish(
             properties,
         )
         .await
-}
-
-/// Declares the permanent sink and binds it (both idempotent). `Ok(false)`
-/// with the report's failure set when the delivery exchange is missing.
-async fn sink_in_place(
-    target: &Target,
-    desired: &Desired,
-    channel: &Channel,
-    report: &mut ProbeReport,
-) -> Result<bool> {
-    // Keeps the last few late probe messages (evidence of failed probes),
-    // never more: the oldest is dropped for each new one past the bound.
-    let mut bounded_sink = FieldTable::default();
-    bounded_sink.insert(
-        "x-max-length".into(),
-        AMQPValue::LongLongInt(PROBE_SINK_LENGTH),
-    );
-    bounded_sink.insert(
-        "x-overflow".into(),
-        AMQPValue::LongString("drop-head".into()),
-    );
-    // Like the cascade's queues: a quorum sink stays available when a node fails.
-    let queue_type = match desired.queue_type {
-        crate::topology::QueueType::Quorum => "quorum",
-        crate::topology::QueueType::Classic => "classic",
-    };
-    bounded_sink.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString(queue_type.into()),
-    );
-    bounded(
-        target,
-        &format!("declaring the probe sink {PROBE_SINK_QUEUE}"),
-        channel.queue_declare(
-            PROBE_SINK_QUEUE.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            bounded_sink,
-        ),
-    )
-    .await?;
-    bind_to_delivery(
-        target,
-        desired,
-        channel,
-        PROBE_SINK_QUEUE,
-        &probe_sink_binding_key(),
-        report,
-    )
-    .await
-}
-
-/// Binds `queue` to the delivery exchange with `key`. `Ok(false)`, with the
-/// report's failure set, when the delivery exchange is missing.
-async fn bind_to_delivery(
-    target: &Target,
-    desired: &Desired,
-    channel: &Channel,
-    queue: &str,
-    key: &str,
-    report: &mut ProbeReport,
-) -> Result<bool> {
-    let delivery = desired.delivery_exchange.as_str();
-    let bound = refusable(
-        target,
-        &format!("binding {queue} to {delivery}"),
-        channel.queue_bind(
-            queue.into(),
-            delivery.into(),
-            key.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        ),
-    )
-    .await?;
-    match bound {
-        Ok(()) => Ok(true),
-        Err(error) => match refusal(target, &error) {
-            Some((404, _)) => {
-                report.failure = Some(format!(
-                    "delivery exchange {delivery} does not exist: no delayed message can be \
-                     delivered"
-                ));
-                Ok(false)
-            }
-            _ => Err(broker(format!(
-                "binding {queue} to {delivery}: {}",
-                describe(target, &error)
-            ))),
-        },
-    }
-}
-
-/// Deletes the probe's own queue (with its binding). A message still in
-/// the cascade is dropped by the sink when it arrives.
-async fn clean_up(
-    target: &Target,
-    connection: &Connection,
-    report: &mut ProbeReport,
-    in_flight: bool,
-) -> Result<()> {
-    let address = report.address.clone();
-    // A fresh channel: the probe's may have been closed by a refusal.
-    let channel = bounded(target, "opening a channel", connection.create_channel()).await?;
-    bounded(
-        target,
-        &format!("deleting probe queue {address}"),
-        channel.queue_delete(address.as_str().into(), QueueDeleteOptions::default()),
-    )
-    .await?;
-    if in_flight {
-        report.sink = Some(PROBE_SINK_QUEUE.to_string());
-        if let Some(failure) = &mut report.failure {
-            failure.push_str(&format!(
-                "; should it arrive later, queue {PROBE_SINK_QUEUE} takes it (it cannot jam \
-                 level 0)"
-            ));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

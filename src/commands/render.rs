@@ -20,16 +20,23 @@ pub fn definitions(desired: &[&Desired]) -> Value {
     let mut queues = Vec::new();
     let mut bindings = Vec::new();
     for d in desired {
-        for e in &d.exchanges {
+        for e in d.exchanges.iter().chain(&d.endpoint_exchanges) {
             exchanges.push(json!({
                 "name": e.name, "vhost": d.vhost, "type": e.kind, "durable": e.durable,
                 "auto_delete": e.auto_delete, "internal": e.internal, "arguments": e.arguments,
             }));
         }
-        for q in &d.queues {
+        let endpoint_queues = d.endpoint_queues.iter();
+        let all_queues = d
+            .queues
+            .iter()
+            .map(|q| (&q.name, q.durable, q.auto_delete, &q.arguments));
+        for (name, durable, auto_delete, arguments) in all_queues
+            .chain(endpoint_queues.map(|q| (&q.name, q.durable, q.auto_delete, &q.arguments)))
+        {
             queues.push(json!({
-                "name": q.name, "vhost": d.vhost, "durable": q.durable,
-                "auto_delete": q.auto_delete, "arguments": q.arguments,
+                "name": name, "vhost": d.vhost, "durable": durable,
+                "auto_delete": auto_delete, "arguments": arguments,
             }));
         }
         for b in &d.bindings {
@@ -62,5 +69,24 @@ mod tests {
             json!(134_217_728_000i64)
         );
         assert_eq!(doc["queues"][0]["vhost"], json!("v"));
+    }
+
+    #[test]
+    fn declared_endpoints_are_in_the_definitions() {
+        let text = "endpoints:\n  - address: Sales\n    bind_to: exchange\n    declare: true\n";
+        let topology = Topology::parse(Path::new("t.yaml"), text).unwrap();
+        let d = Desired::new(&topology, "v");
+        let doc = definitions(&[&d]);
+        assert_eq!(doc["exchanges"][29]["name"], json!("Sales"));
+        assert_eq!(doc["exchanges"][29]["type"], json!("fanout"));
+        assert_eq!(
+            doc["queues"][28],
+            json!({"name": "Sales", "vhost": "v", "durable": true, "auto_delete": false,
+                   "arguments": {"x-queue-type": "quorum"}})
+        );
+        let bindings = doc["bindings"].as_array().unwrap();
+        assert_eq!(bindings.len(), 58);
+        assert_eq!(bindings[57]["source"], json!("Sales"));
+        assert_eq!(bindings[57]["routing_key"], json!(""));
     }
 }

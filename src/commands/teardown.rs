@@ -46,33 +46,34 @@
 //!   deleting a missing exchange or queue succeeds, passive declares find
 //!   first what is really there, so a second run reports nothing removed.
 
+mod looks;
 mod plan;
 mod report;
 mod restore;
+mod run;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
-use indicatif::ProgressBar;
 
-use crate::amqp;
-use crate::apply::{binding_label, OpResult, Operation, Session, DEFAULT_LANES};
+use crate::apply::{Session, DEFAULT_LANES};
 use crate::cascade::Desired;
 use crate::cli::TeardownArgs;
 use crate::commands::fanout::{each_target, VhostOutcome};
 use crate::context::Context;
-use crate::exit::{self, broker};
+use crate::exit::{self};
 use crate::interrupt::Interrupt;
 use crate::mgmt::{Management, NotProvenSameBroker};
-use crate::observe::{observe, Depth, Observed, ObservedBinding, ObservedQueue};
+use crate::observe::{observe, Depth, Observed};
 use crate::preflight;
 use crate::progress::Progress;
 use crate::report::Outcome;
 use crate::target::Target;
 
-use plan::{Holding, LevelQueue, Plan};
-use report::{messages, plural, Refusal, Report};
-use restore::{put_back, restore};
+use looks::Looks;
+use plan::{Holding, Plan};
+use report::{plural, Refusal, Report};
+use run::{failure, result_text, Run};
 
 /// Time given to a dead-letter hop in flight at the first check to land in
 /// the next level before the exchanges are deleted.
@@ -168,6 +169,7 @@ async fn teardown(
         }
     };
     let statistics = management.as_ref().map(|(_, observed)| observed);
+    report.keep_endpoints(&desired, statistics);
     let session = session?;
     if let Some(observed) = statistics.filter(|_| !plan.is_empty()) {
         // Deletes and publishes time out without a quorum, and an alarm
@@ -247,26 +249,22 @@ fn unsafe_now(
     observed: &Observed,
     alarms: Option<Vec<String>>,
 ) -> Option<String> {
-    let without_quorum: Vec<String> = crate::health::quorum_findings(desired, &observed.queues, 1)
-        .into_iter()
-        .filter(|f| f.kind == "quorum_unavailable")
-        .map(|f| format!("{} ({})", f.entity, f.actual.unwrap_or_default()))
-        .collect();
-    if !without_quorum.is_empty() {
-        return Some(format!(
+    let hazard =
+        crate::health::unsafe_to_write(desired, &observed.queues, &alarms.unwrap_or_default())?;
+    let lost = &hazard.without_quorum;
+    Some(if !lost.is_empty() {
+        format!(
             "{} level queue{} without a quorum online: {}; nothing was changed, run teardown \
              again once the nodes are back",
-            without_quorum.len(),
-            plural(without_quorum.len()),
-            crate::report::first_few(&without_quorum, 3, ", ")
-        ));
-    }
-    let alarms = alarms.unwrap_or_default();
-    (!alarms.is_empty()).then(|| {
+            lost.len(),
+            plural(lost.len()),
+            crate::report::first_few(lost, 3, ", ")
+        )
+    } else {
         format!(
             "resource alarm ({}): publishes are blocked, so teardown could not put the cascade \
              back if it had to; nothing was changed",
-            alarms.join(", ")
+            hazard.alarms.join(", ")
         )
     })
 }
@@ -294,401 +292,6 @@ async fn close(session: Session) {
     let _ = tokio::time::timeout(Duration::from_secs(2), session.close()).await;
 }
 
-/// The broker handles a teardown step needs.
-struct Looks<'a> {
-    session: tokio::sync::Mutex<Session>,
-    management: Option<&'a Management>,
-    bar: &'a ProgressBar,
-}
-
-impl Looks<'_> {
-    async fn run(&self, ops: &[Operation], lanes: usize) -> Vec<OpResult> {
-        self.bar.inc_length(ops.len() as u64);
-        let mut session = self.session.lock().await;
-        session.apply_on_lanes(ops, lanes, self.bar).await
-    }
-
-    /// Keeps in `plan` only the exchanges and queues a passive declare finds.
-    async fn narrow_to_present(&self, plan: &mut Plan) -> Result<()> {
-        let ops: Vec<Operation> = plan
-            .exchanges
-            .iter()
-            .map(|e| Operation::InspectExchange(e.name.clone()))
-            .chain(
-                plan.queues
-                    .iter()
-                    .map(|q| Operation::InspectQueue(q.name.clone())),
-            )
-            .collect();
-        let answers = self.run(&ops, DEFAULT_LANES).await;
-        let mut found = Vec::with_capacity(ops.len());
-        for (op, answer) in ops.iter().zip(&answers) {
-            match answer {
-                OpResult::Done { .. } => found.push(true),
-                OpResult::Refused {
-                    code: Some(404), ..
-                } => found.push(false),
-                other => return Err(failure(op, other)),
-            }
-        }
-        let (exchanges, queues) = found.split_at(plan.exchanges.len());
-        plan.retain_present(exchanges, queues);
-        Ok(())
-    }
-
-    /// What every queue holds now: the AMQP ready count and, when the
-    /// management API answers, fresh statistics (merged with `earlier`).
-    /// `None` for a queue that no longer exists.
-    async fn holdings(
-        &self,
-        queues: &[LevelQueue],
-        earlier: Option<&[Holding]>,
-    ) -> Result<Vec<Option<Holding>>> {
-        let ops: Vec<Operation> = queues
-            .iter()
-            .map(|q| Operation::InspectQueue(q.name.clone()))
-            .collect();
-        let statistics = async {
-            match self.management {
-                Some(m) => crate::observe::queues::<ObservedQueue>(m, "")
-                    .await
-                    .map(Some),
-                None => Ok(None),
-            }
-        };
-        let (answers, statistics) = futures::join!(self.run(&ops, DEFAULT_LANES), statistics);
-        let statistics = statistics?;
-        let mut holdings = Vec::with_capacity(queues.len());
-        for (index, (queue, answer)) in queues.iter().zip(answers).enumerate() {
-            let ready_now = match answer {
-                OpResult::Done { messages } => u64::from(messages.unwrap_or(0)),
-                OpResult::Refused {
-                    code: Some(404), ..
-                } => {
-                    holdings.push(None);
-                    continue;
-                }
-                other => return Err(failure(&ops[index], &other)),
-            };
-            let mut holding = Holding::from_statistics(
-                statistics
-                    .as_ref()
-                    .and_then(|all| all.iter().find(|s| s.name == queue.name)),
-            );
-            holding.ready_now = ready_now;
-            if let Some(earlier) = earlier {
-                holding.merge(&earlier[index]);
-            }
-            holdings.push(Some(holding));
-        }
-        Ok(holdings)
-    }
-}
-
-/// Level queues that hold messages, with what they hold.
-fn occupied(queues: &[LevelQueue], holdings: &[Option<Holding>]) -> Vec<(LevelQueue, Holding)> {
-    queues
-        .iter()
-        .zip(holdings)
-        .filter_map(|(q, h)| h.clone().map(|h| (q.clone(), h)))
-        .filter(|(_, h)| h.total() > 0)
-        .collect()
-}
-
-/// One vhost's teardown, once the plan is made and the broker is connected.
-struct Run<'a> {
-    plan: &'a Plan,
-    looks: &'a Looks<'a>,
-    /// What the observation's statistics said each planned queue holds.
-    first_statistics: Option<Vec<Holding>>,
-    options: Options,
-    /// SIGINT/SIGTERM: honoured between steps, each left whole or undone.
-    interrupt: &'a Interrupt,
-}
-
-impl Run<'_> {
-    async fn go(&self, report: &mut Report) -> Result<()> {
-        if self.options.unbind_only {
-            self.unbind_only(report).await
-        } else {
-            self.delete(report).await
-        }
-    }
-
-    /// The first check: AMQP counts now, merged with the observation's statistics.
-    async fn first_holdings(&self) -> Result<Vec<(LevelQueue, Holding)>> {
-        let first = self
-            .looks
-            .holdings(&self.plan.queues, self.first_statistics.as_deref())
-            .await?;
-        Ok(occupied(&self.plan.queues, &first))
-    }
-
-    async fn delete(&self, report: &mut Report) -> Result<()> {
-        let Run {
-            plan,
-            looks,
-            options,
-            ..
-        } = *self;
-        let first_statistics = &self.first_statistics;
-        let started = Instant::now();
-        if !options.force {
-            let held = self.first_holdings().await?;
-            if !held.is_empty() {
-                report.refusal = Some(Refusal {
-                    reason: "level queues hold delayed messages".into(),
-                    levels: held,
-                    restored: false,
-                });
-                return Ok(());
-            }
-            // The first check's own round trips already gave hops time to land.
-            tokio::time::sleep(SETTLE.saturating_sub(started.elapsed())).await;
-        }
-
-        if let Some(signal) = self.interrupt.requested() {
-            return Err(exit::interrupted(signal, "nothing was changed"));
-        }
-        let stop = plan.stop_inflow();
-        let answers = looks.run(&stop, 1).await;
-        if let Some(error) = first_failure(&stop, &answers, &[404]) {
-            if !answers.iter().any(OpResult::is_done) {
-                return Err(error.context("stopping the inflow failed; nothing was changed"));
-            }
-            return Err(match restore(plan, looks).await {
-                Ok(()) => {
-                    error.context("stopping the inflow failed; the cascade was put back as it was")
-                }
-                Err(restoring) => {
-                    restoring.context(format!("stopping the inflow failed: {error:#}"))
-                }
-            });
-        }
-
-        if let Some(signal) = self.interrupt.requested() {
-            restore(plan, looks).await?;
-            return Err(exit::interrupted(
-                signal,
-                "the cascade was put back as it was",
-            ));
-        }
-        if !options.force {
-            let last = looks.holdings(&plan.queues, None).await?;
-            let held = occupied(&plan.queues, &last);
-            let window = started.elapsed();
-            let too_slow = window.as_millis() >= plan.shortest_ttl_ms().max(0) as u128;
-            if !held.is_empty() || too_slow {
-                restore(plan, looks).await?;
-                let reason = if held.is_empty() {
-                    format!(
-                    "the checks took {} but the shortest level TTL is {}: a message could have \
-                     expired unseen in between",
-                    amqp::seconds(window),
-                    amqp::seconds(Duration::from_millis(plan.shortest_ttl_ms() as u64)),
-                )
-                } else {
-                    "delayed messages arrived while teardown ran".into()
-                };
-                report.refusal = Some(Refusal {
-                    reason,
-                    levels: held,
-                    restored: true,
-                });
-                return Ok(());
-            }
-        }
-
-        let deletes: Vec<Operation> = plan
-            .queues
-            .iter()
-            .map(|q| Operation::DeleteQueue(q.name.clone()))
-            .collect();
-        let mut finish = deletes.clone();
-        // Nothing reaches a level queue through the delivery exchange, so it
-        // goes with the queues; until now level 0 delivered through it.
-        if let Some(delivery) = plan.delivery_exchange() {
-            finish.push(Operation::DeleteExchange(delivery.name.clone()));
-        }
-        let answers = looks.run(&finish, DEFAULT_LANES).await;
-        if let Some(error) =
-            first_failure(&finish[deletes.len()..], &answers[deletes.len()..], &[404])
-        {
-            return Err(error.context("the level queues are deleted; run teardown again to finish"));
-        }
-        report.removed_exchanges = plan.exchanges.iter().map(|e| e.name.clone()).collect();
-        report.removed_bindings = plan
-            .recorded
-            .iter()
-            .chain(&plan.foreign_inflow)
-            .cloned()
-            .collect();
-        for (index, (op, answer)) in deletes.iter().zip(&answers).enumerate() {
-            let queue = &plan.queues[index];
-            match answer {
-                OpResult::Done { messages } => {
-                    report.removed_queues.push(queue.name.clone());
-                    // Forced: the statistics also count the backlog the delete does not report.
-                    let statistics = match (&first_statistics, options.force) {
-                        (Some(all), true) => all[index].total(),
-                        _ => 0,
-                    };
-                    let count = u64::from(messages.unwrap_or(0)).max(statistics);
-                    if count > 0 {
-                        report.discarded.push((queue.clone(), count));
-                    }
-                }
-                OpResult::Refused {
-                    code: Some(404), ..
-                } => {}
-                other => {
-                    return Err(failure(op, other).context(
-                        "the cascade's exchanges are already deleted; run teardown again to finish",
-                    ))
-                }
-            }
-        }
-        if !options.force && !report.discarded.is_empty() {
-            report.lost_unforced = true;
-            report.warnings.push(
-                "messages reached a level queue without passing its exchange (published straight \
-             into the queue) after the final check, and were discarded with it"
-                    .into(),
-            );
-        }
-        Ok(())
-    }
-
-    async fn unbind_only(&self, report: &mut Report) -> Result<()> {
-        let Run {
-            plan,
-            looks,
-            options,
-            ..
-        } = *self;
-        let started = Instant::now();
-        let held = self.first_holdings().await?;
-        let (safe, endangered): (Vec<_>, Vec<_>) =
-            held.into_iter().partition(|(q, _)| q.at_least_once);
-        if !endangered.is_empty() && !options.force {
-            report.refusal = Some(Refusal {
-                reason: "these level queues drop expiring messages that cannot be routed onward \
-                     (they are not at-least-once quorum queues), so unbinding would lose them"
-                    .into(),
-                levels: endangered,
-                restored: false,
-            });
-            return Ok(());
-        }
-
-        let outgoing = plan.outgoing();
-        let (plain, with_arguments): (Vec<&ObservedBinding>, Vec<&ObservedBinding>) =
-            outgoing.into_iter().partition(|b| b.arguments.is_empty());
-        for b in &with_arguments {
-            report.warnings.push(format!(
-                "kept {}: it has binding arguments",
-                binding_label(&plan::binding(b))
-            ));
-        }
-        let unbinds: Vec<Operation> = plain
-            .iter()
-            .map(|b| Operation::Unbind(plan::binding(b)))
-            .collect();
-        let rebinds = || -> Vec<Operation> {
-            plain
-                .iter()
-                .rev()
-                .map(|b| Operation::Bind(plan::binding(b)))
-                .collect()
-        };
-        if let Some(signal) = self.interrupt.requested() {
-            return Err(exit::interrupted(signal, "nothing was changed"));
-        }
-        let answers = looks.run(&unbinds, DEFAULT_LANES).await;
-        if let Some(signal) = self.interrupt.requested() {
-            put_back(looks, &rebinds()).await?;
-            return Err(exit::interrupted(signal, "the bindings were put back"));
-        }
-        if let Some(error) = first_failure(&unbinds, &answers, &[]) {
-            put_back(looks, &rebinds()).await?;
-            return Err(error.context("unbinding failed; the bindings were put back"));
-        }
-
-        let at_most_once: Vec<LevelQueue> = plan
-            .queues
-            .iter()
-            .filter(|q| !q.at_least_once)
-            .cloned()
-            .collect();
-        if !options.force && !at_most_once.is_empty() {
-            let last = looks.holdings(&at_most_once, None).await?;
-            let held = occupied(&at_most_once, &last);
-            let shortest = at_most_once
-                .iter()
-                .map(|q| q.ttl_ms)
-                .min()
-                .unwrap_or(i64::MAX);
-            if !held.is_empty() || started.elapsed().as_millis() >= shortest.max(0) as u128 {
-                put_back(looks, &rebinds()).await?;
-                report.refusal = Some(Refusal {
-                    reason: "delayed messages arrived in level queues that would drop them while \
-                         unbound"
-                        .into(),
-                    levels: held,
-                    restored: true,
-                });
-                return Ok(());
-            }
-        }
-        report.removed_bindings = plain.into_iter().cloned().collect();
-        for (queue, holding) in &endangered {
-            report.warnings.push(format!(
-                "{} in {} will be dropped when {} (--force: it does not \
-                 keep messages it cannot route onward)",
-                messages(holding.total()),
-                queue.name,
-                if holding.total() == 1 {
-                    "it expires"
-                } else {
-                    "they expire"
-                }
-            ));
-        }
-        report.kept = safe.into_iter().chain(endangered).collect();
-        Ok(())
-    }
-}
-
-/// The first operation that did not succeed (a refusal with one of
-/// `tolerated` codes counts as success: the entity was already gone).
-fn first_failure(
-    ops: &[Operation],
-    answers: &[OpResult],
-    tolerated: &[u16],
-) -> Option<anyhow::Error> {
-    ops.iter()
-        .zip(answers)
-        .find_map(|(op, answer)| match answer {
-            OpResult::Done { .. } => None,
-            OpResult::Refused {
-                code: Some(code), ..
-            } if tolerated.contains(code) => None,
-            other => Some(failure(op, other)),
-        })
-}
-
-fn failure(op: &Operation, result: &OpResult) -> anyhow::Error {
-    broker(format!("{}: {}", op.describe(), result_text(result)))
-}
-
-fn result_text(result: &OpResult) -> String {
-    match result {
-        OpResult::Done { .. } => "done".into(),
-        OpResult::Refused { text, .. } => text.clone(),
-        OpResult::Unanswered { reason } => reason.clone(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -714,92 +317,5 @@ mod tests {
                 && reason.contains("and 1 more"),
             "{reason}"
         );
-    }
-
-    fn level(level: u8) -> LevelQueue {
-        LevelQueue {
-            level,
-            name: format!("nsb.v2.delay-level-{level:02}"),
-            at_least_once: true,
-            ttl_ms: 1000 << level,
-            dead_letter_exchange: None,
-        }
-    }
-
-    #[test]
-    fn a_refusal_lists_each_level_and_the_total() {
-        let report = Report {
-            refusal: Some(Refusal {
-                reason: "level queues hold delayed messages".into(),
-                levels: vec![
-                    (
-                        level(11),
-                        Holding {
-                            ready_now: 2,
-                            ..Holding::default()
-                        },
-                    ),
-                    (
-                        level(0),
-                        Holding {
-                            statistics_messages: 1,
-                            dead_letter_backlog: 1,
-                            ..Holding::default()
-                        },
-                    ),
-                ],
-                restored: false,
-            }),
-            ..Report::default()
-        };
-        let outcome = report.finish("v");
-        assert!(!outcome.ok);
-        assert!(
-            outcome.text.contains("nothing was changed"),
-            "{}",
-            outcome.text
-        );
-        assert!(outcome
-            .text
-            .contains("level 11  nsb.v2.delay-level-11  2 messages (2 ready)"));
-        assert!(outcome
-            .text
-            .contains("1 message (1 in the dead-letter backlog"));
-        assert!(outcome.text.contains("3 messages in 2 levels"));
-        assert_eq!(outcome.json["refused"]["total"], 3);
-        assert_eq!(
-            outcome.json["refused"]["levels"][1]["dead_letter_backlog"],
-            1
-        );
-        assert_eq!(outcome.json["discarded"]["total"], 0);
-    }
-
-    #[test]
-    fn a_forced_delete_reports_what_it_discarded() {
-        let report = Report {
-            removed_exchanges: vec!["a".into(), "b".into()],
-            removed_queues: vec!["a".into()],
-            discarded: vec![(level(3), 2), (level(5), 1)],
-            ..Report::default()
-        };
-        let outcome = report.finish("v");
-        assert!(outcome.ok);
-        assert!(outcome
-            .text
-            .contains("removed 2 exchanges, 1 queue and 0 bindings"));
-        assert!(outcome.text.contains("discarded 3 messages in total"));
-        assert_eq!(outcome.json["discarded"]["levels"][0]["messages"], 2);
-        assert_eq!(outcome.json["mode"], "delete");
-    }
-
-    #[test]
-    fn messages_lost_without_force_are_not_ok() {
-        let report = Report {
-            removed_queues: vec!["a".into()],
-            discarded: vec![(level(3), 1)],
-            lost_unforced: true,
-            ..Report::default()
-        };
-        assert!(!report.finish("v").ok);
     }
 }

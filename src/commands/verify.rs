@@ -15,10 +15,10 @@ use crate::cli::{Output, VerifyArgs};
 use crate::commands::fanout::{each_target, VhostOutcome};
 use crate::commands::probe;
 use crate::context::Context;
-use crate::diff;
+use crate::diff::{self, Conflict, Finding};
 use crate::exit;
 use crate::findings_view::{self, colour_wanted, Counts, VhostHealth};
-use crate::health::{self, Queues};
+use crate::health::{self, LevelState, Queues};
 use crate::mgmt::Management;
 use crate::observe::{self, observe, Depth, ObservedQueue};
 use crate::report::Outcome;
@@ -74,21 +74,14 @@ async fn verify_vhost(
     let http_requests = management.request_count();
 
     let probe = if args.probe {
-        let report = probe::probe(target, desired, &args.probe_args).await?;
+        let report = probe::probe(target, desired, &args.probe_args, Some(&management)).await?;
         findings.push(report.finding());
         Some(report)
     } else {
         None
     };
 
-    let counts = Counts::of(&findings);
-    let ok = counts.errors == 0 && !(args.strict && counts.warnings > 0);
     let version = observed.broker.as_ref().map(|b| b.rabbitmq_version.clone());
-    let verdict = match (ok, counts.errors) {
-        (true, _) => "healthy",
-        (false, 0) => "warnings fail under --strict",
-        (false, _) => "drift or defects found",
-    };
     // An empty vhost gets one line that says what to do before the details.
     let nothing_installed = desired
         .exchanges
@@ -98,35 +91,24 @@ async fn verify_vhost(
             .queues
             .iter()
             .all(|q| !observed.queues.contains_key(&q.name));
-    let hint = if nothing_installed {
-        format!(
-            "no cascade in vhost {}: run `delaytopo install` to create it\n",
-            target.vhost
-        )
-    } else {
-        String::new()
+    let report = Report {
+        vhost: &target.vhost,
+        version: version.as_deref(),
+        http_requests,
+        findings: &findings,
+        levels: &levels,
+        conflicts: &structure.conflicts,
+        nothing_installed,
+        strict: args.strict,
     };
-    let text = if args.quiet {
-        format!(
-            "vhost {}: {verdict} ({})\n{hint}",
-            target.vhost,
-            counts.describe()
-        )
-    } else {
-        format!(
-            "vhost {} on RabbitMQ {} ({http_requests} HTTP requests)\n{hint}{}\nverify: {}: \
-             {verdict}\n{hint}",
-            target.vhost,
-            version.as_deref().unwrap_or("?"),
-            findings_view::text(&findings, &levels, colour),
-            counts.describe(),
-        )
-    };
+    let (ok, counts) = (report.ok(), report.counts());
+    let text = report.text(args.quiet, colour);
     Ok(VhostOutcome {
         ok,
         text,
         json: json!({
             "findings": findings,
+            "conflicts": structure.conflicts,
             "levels": levels,
             "summary": counts,
             "http_requests": http_requests,
@@ -134,6 +116,59 @@ async fn verify_vhost(
             "probe": probe,
         }),
     })
+}
+
+/// What verify found in one vhost, ready to print.
+pub(crate) struct Report<'a> {
+    pub vhost: &'a str,
+    pub version: Option<&'a str>,
+    pub http_requests: usize,
+    pub findings: &'a [Finding],
+    pub levels: &'a [LevelState],
+    pub conflicts: &'a [Conflict],
+    pub nothing_installed: bool,
+    pub strict: bool,
+}
+
+impl Report<'_> {
+    fn counts(&self) -> Counts {
+        Counts::of(self.findings)
+    }
+
+    pub fn ok(&self) -> bool {
+        let counts = self.counts();
+        counts.errors == 0 && !(self.strict && counts.warnings > 0)
+    }
+
+    /// The table of levels with their findings and the verdict, or with
+    /// `quiet` the verdict alone; on a vhost without a cascade, what to do
+    /// first and last.
+    pub fn text(&self, quiet: bool, colour: bool) -> String {
+        let counts = self.counts();
+        let verdict = match (self.ok(), counts.errors) {
+            (true, _) => "healthy",
+            (false, 0) => "warnings fail under --strict",
+            (false, _) => "drift or defects found",
+        };
+        let vhost = self.vhost;
+        let hint = if self.nothing_installed {
+            format!("no cascade in vhost {vhost}: run `delaytopo install` to create it\n")
+        } else {
+            String::new()
+        };
+        if quiet {
+            return format!("vhost {vhost}: {verdict} ({})\n{hint}", counts.describe());
+        }
+        format!(
+            "vhost {vhost} on RabbitMQ {} ({} HTTP requests)\n{hint}{}\nverify: {}: \
+             {verdict}\n{hint}{}",
+            self.version.unwrap_or("?"),
+            self.http_requests,
+            findings_view::text(self.findings, self.levels, colour),
+            counts.describe(),
+            diff::conflict::next_steps(self.conflicts),
+        )
+    }
 }
 
 /// The Prometheus exposition of what verify found in each vhost. A vhost
@@ -182,5 +217,50 @@ fn exposition(context: &Context, outcome: Result<Outcome>) -> Outcome {
             outcome.code = Some(code);
             outcome
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::Observed;
+    use crate::test_fixtures::{
+        assert_fits_80_columns, desired, installed, installed_with_hand_made_level_5,
+    };
+
+    fn report_text(d: &Desired, observed: &Observed, quiet: bool) -> (bool, String) {
+        let structure = diff::structure(d, observed);
+        let mut findings = structure.findings();
+        findings.extend(health::findings(d, observed, &structure));
+        let levels = health::levels(d, &observed.queues);
+        let report = Report {
+            vhost: "/",
+            version: Some("3.10.8"),
+            http_requests: 10,
+            findings: &findings,
+            levels: &levels,
+            conflicts: &structure.conflicts,
+            nothing_installed: false,
+            strict: false,
+        };
+        (report.ok(), report.text(quiet, false))
+    }
+
+    #[test]
+    fn a_healthy_cascade_and_a_conflict_fit_80_columns() {
+        let d = desired("");
+        let (ok, healthy) = report_text(&d, &installed(&d), false);
+        assert!(ok, "{healthy}");
+        assert_fits_80_columns("verify, healthy", &healthy);
+        let (_, quiet) = report_text(&d, &installed(&d), true);
+        assert_eq!(quiet.lines().count(), 1, "{quiet}");
+        assert!(quiet.starts_with("vhost /: healthy (0 errors, "), "{quiet}");
+
+        let (ok, conflict) = report_text(&d, &installed_with_hand_made_level_5(&d), false);
+        assert!(!ok);
+        assert_fits_80_columns("verify, a conflict", &conflict);
+        assert!(conflict.contains("verify: 1 error, "), "{conflict}");
+        assert!(conflict.contains("differs in 4 properties:"), "{conflict}");
+        assert!(conflict.contains("next: "), "{conflict}");
     }
 }

@@ -127,6 +127,35 @@ pub fn quorum_findings(desired: &Desired, queues: &Queues, cluster_nodes: usize)
     found
 }
 
+/// Why writing to the cascade now would do harm, as the management API
+/// shows it: level queues without a quorum online (deletes and publishes
+/// time out, and a publish that timed out may still be committed later), and
+/// resource alarms (every publish is blocked). teardown and probe refuse on
+/// either, each in words of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteHazard {
+    /// `queue NAME (online/members)` per level queue without a quorum.
+    pub without_quorum: Vec<String>,
+    /// `node: memory` / `node: disk`.
+    pub alarms: Vec<String>,
+}
+
+pub fn unsafe_to_write(
+    desired: &Desired,
+    queues: &Queues,
+    alarms: &[String],
+) -> Option<WriteHazard> {
+    let without_quorum: Vec<String> = quorum_findings(desired, queues, 1)
+        .into_iter()
+        .filter(|f| f.kind == "quorum_unavailable")
+        .map(|f| format!("{} ({})", f.entity, f.actual.unwrap_or_default()))
+        .collect();
+    (!without_quorum.is_empty() || !alarms.is_empty()).then(|| WriteHazard {
+        without_quorum,
+        alarms: alarms.to_vec(),
+    })
+}
+
 /// A resource alarm on any node blocks every publish, so no delayed message
 /// can be sent, and none can be dead-lettered to the next level.
 pub fn alarm_findings(broker: &BrokerInfo) -> Vec<Finding> {

@@ -12,6 +12,7 @@
 
 use super::{finding, Queues};
 use crate::cascade::Desired;
+use crate::counted::counted;
 use crate::diff::{Finding, Severity};
 use crate::observe::ObservedQueue;
 
@@ -55,7 +56,7 @@ pub fn jam_findings(
             let name = desired.level_name(level);
             let before = first[name].messages_dlx.unwrap_or(0);
             let now = again[name].messages_dlx.unwrap_or(0);
-            let messages = format!("{now} message{}", if now == 1 { "" } else { "s" });
+            let messages = counted(now, "message");
             let entity = format!("queue {name}");
             let actual = ("messages_dlx=0".to_string(), format!("messages_dlx={now}"));
             let defects = defects_below(desired, level, known);

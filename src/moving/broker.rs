@@ -15,6 +15,7 @@ use crate::amqp::{bounded, channel_refusal_code, describe, open_channel};
 use crate::apply::{self, OpResult, Operation};
 use crate::exit::broker;
 use crate::target::Target;
+use crate::topology::QueueType;
 
 /// A broker's "no" to one operation: the reply code and text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,14 +135,19 @@ pub async fn ensure_poison_queue(
     target: &Target,
     connection: &Connection,
     name: &str,
+    queue_type: QueueType,
 ) -> Result<()> {
     if queue_exists(target, connection, name).await? {
         return Ok(());
     }
+    // Of the target cascade's type: next to a quorum cascade it is
+    // replicated too, and stays usable when the node that declared it goes
+    // down (a classic queue on a node that is down can be neither declared
+    // nor published to).
     let mut arguments = FieldTable::default();
     arguments.insert(
         "x-queue-type".into(),
-        lapin::types::AMQPValue::LongString("classic".into()),
+        lapin::types::AMQPValue::LongString(queue_type.as_str().into()),
     );
     let channel = open_channel(connection, target).await?;
     let what = format!("declaring the poison queue {name}");

@@ -6,7 +6,7 @@
 //! acknowledged without being published again. What cannot be recognised
 //! (no id, or a confirm that never came) is counted, not hidden.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -26,8 +26,12 @@ pub struct LevelCounts {
     /// Taken again after they had landed, and acknowledged without
     /// publishing them a second time.
     pub skipped: u64,
-    /// Ready messages still in the source level queue at the end.
+    /// Ready messages still in the source level queue at the end (besides
+    /// `too_large`).
     pub left: u64,
+    /// Messages larger than the target takes: they stay in the source level
+    /// queue (the one they were last taken from).
+    pub too_large: u64,
 }
 
 /// What the run knew of a message when it was taken from the source.
@@ -66,6 +70,13 @@ pub struct Ledger {
     landed: HashSet<Identity>,
     /// Published by this run without a confirm before the connection died.
     in_doubt: HashSet<Identity>,
+    /// Messages too large for the target, by identity: the level each was
+    /// taken from last (one that expired into a lower level while it was
+    /// held is counted there once that level is drained).
+    too_large_at: HashMap<Identity, u8>,
+    /// Too large and without an id, per level: counted again each time the
+    /// level is drained.
+    too_large_without_id: BTreeMap<u8, u64>,
 }
 
 impl Ledger {
@@ -111,6 +122,46 @@ impl Ledger {
         self.landed.extend(identity);
     }
 
+    /// Whether this run, or an earlier one says the journal, landed this message.
+    pub fn landed(&self, identity: Option<&Identity>, journal: Known) -> bool {
+        journal == Known::Landed || identity.is_some_and(|i| self.landed.contains(i))
+    }
+
+    /// A level is being drained: its too-large messages without an id are
+    /// counted again.
+    pub fn draining(&mut self, level: u8) {
+        self.too_large_without_id.remove(&level);
+        self.count_too_large();
+    }
+
+    /// A message too large for the target, given back to its source queue.
+    pub fn too_large(&mut self, level: u8, identity: Option<Identity>) {
+        match identity {
+            Some(identity) => {
+                self.too_large_at.insert(identity, level);
+            }
+            None => *self.too_large_without_id.entry(level).or_default() += 1,
+        }
+        self.count_too_large();
+    }
+
+    fn count_too_large(&mut self) {
+        for counts in self.levels.values_mut() {
+            counts.too_large = 0;
+        }
+        let levels = self.too_large_at.values().map(|&level| (level, 1));
+        let without_id = self.too_large_without_id.iter().map(|(&l, &n)| (l, n));
+        for (level, n) in levels.chain(without_id) {
+            self.levels.entry(level).or_default().too_large += n;
+        }
+    }
+
+    /// The latest count of a level's ready messages: what is not too large is `left`.
+    pub fn counted(&mut self, level: u8, ready: u64) {
+        let counts = self.levels.entry(level).or_default();
+        counts.left = ready.saturating_sub(counts.too_large);
+    }
+
     /// A message acknowledged without publishing: it had landed already.
     pub fn skipped(&mut self, level: u8) {
         self.levels.entry(level).or_default().skipped += 1;
@@ -131,6 +182,7 @@ impl Ledger {
                 poisoned: sum.poisoned + c.poisoned,
                 skipped: sum.skipped + c.skipped,
                 left: sum.left + c.left,
+                too_large: sum.too_large + c.too_large,
             })
     }
 
@@ -193,5 +245,30 @@ mod tests {
         assert_eq!(ledger.levels[&5].skipped, 2);
         assert_eq!(ledger.reasons["missing header X"], 1);
         assert_eq!(ledger.settled(), 4);
+    }
+
+    #[test]
+    fn too_large_messages_are_counted_where_they_were_taken_last() {
+        let mut ledger = Ledger::default();
+        ledger.draining(20);
+        ledger.too_large(20, Some(key(1)));
+        ledger.too_large(20, Some(key(2)));
+        ledger.too_large(20, None);
+        ledger.counted(20, 4);
+        // Given back, one has expired into level 19, and level 20 is drained again.
+        ledger.draining(19);
+        ledger.too_large(19, Some(key(2)));
+        ledger.draining(20);
+        ledger.too_large(20, None);
+        ledger.counted(20, 2);
+        ledger.counted(19, 1);
+        let (at_20, at_19) = (&ledger.levels[&20], &ledger.levels[&19]);
+        assert_eq!((at_20.too_large, at_20.left), (2, 0));
+        assert_eq!((at_19.too_large, at_19.left), (1, 0));
+        assert_eq!(ledger.total().too_large, 3);
+        assert!(ledger.landed(None, Known::Landed));
+        assert!(!ledger.landed(Some(&key(3)), Known::Unknown));
+        ledger.moved(20, Some(key(3)), false);
+        assert!(ledger.landed(Some(&key(3)), Known::Unknown));
     }
 }

@@ -18,13 +18,16 @@ mod backlog;
 pub mod broker;
 mod celery_eta;
 pub mod classify;
+mod drain;
 pub mod headers;
 pub mod identity;
 pub mod journal;
 pub mod ledger;
 mod pump;
 pub mod routes;
+mod session;
 mod settle;
+pub mod size_limit;
 mod summary;
 pub mod target_cascade;
 pub mod watch;
@@ -34,11 +37,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result};
-use lapin::options::{BasicQosOptions, ConfirmSelectOptions};
-use lapin::{Channel, Connection};
+use anyhow::Result;
 
-use crate::amqp::{self, bounded};
 use crate::cascade::Desired;
 use crate::cli::MoveArgs;
 use crate::commands::fanout::VhostOutcome;
@@ -50,15 +50,14 @@ use journal::Journal;
 use ledger::Ledger;
 use pump::PassEnd;
 use routes::Routes;
+pub use session::Session;
+use size_limit::SizeLimit;
 use target_cascade::{ensure_target_cascade, CascadeCheck};
-use watch::{short_duration, Watch};
+use watch::Watch;
 
 /// Passes over the source levels before the run gives up on stragglers
 /// (messages that arrive in a level after it was drained).
 const MAX_PASSES: usize = 3;
-/// The first pause before reconnecting; it doubles up to `LONGEST_PAUSE`.
-const FIRST_PAUSE: Duration = Duration::from_millis(500);
-const LONGEST_PAUSE: Duration = Duration::from_secs(5);
 /// What a second SIGINT or SIGTERM prints before the process exits, when no
 /// listener runs yet (the command line starts one first: its words win).
 const ON_SECOND_SIGNAL: &str =
@@ -89,6 +88,8 @@ pub struct Job {
     pub journal: Option<PathBuf>,
     /// How long to keep reconnecting without progress.
     pub reconnect_for: Duration,
+    /// `--max-message-size`: the target's limit, when not its version's default.
+    pub max_message_size: Option<u64>,
 }
 
 impl Job {
@@ -110,16 +111,19 @@ impl Job {
             refuse_same_vhost: false,
             journal: (!args.no_journal).then(|| args.journal.clone()),
             reconnect_for: Duration::from_secs(args.reconnect_for),
+            max_message_size: args.max_message_size,
         }
     }
 
-    /// Names the move (both ends, passwords masked): the journal's key.
+    /// Names the move (both ends, passwords masked): the journal's key. A
+    /// broker is named by every node given, not by the one in use, so that a
+    /// re-run served by another node of the cluster finds the same journal.
     fn name(&self) -> String {
         format!(
             "{} {} -> {}",
             self.command,
-            summary::describe(&self.from),
-            summary::describe(&self.to)
+            summary::describe_at(&self.from, &self.from.broker.nodes_display()),
+            summary::describe_at(&self.to, &self.to.broker.nodes_display())
         )
     }
 }
@@ -142,59 +146,6 @@ pub fn check_poison_queue(name: &str) -> Result<()> {
     }
 }
 
-/// The connections of one attempt; a new one after a connection loss.
-pub struct Session {
-    pub from: Connection,
-    pub to: Connection,
-    /// On `from`, with the prefetch set: consumes the level queues one by one.
-    pub taker: Channel,
-    /// On `to`, in publisher-confirm mode.
-    pub publisher: Channel,
-}
-
-impl Session {
-    async fn open(job: &Job) -> Result<Session> {
-        let from = amqp::connect(&job.from.broker).await?;
-        let taker = amqp::open_channel(&from, &job.from.broker).await?;
-        bounded(
-            &job.from.broker,
-            "setting the prefetch",
-            taker.basic_qos(job.prefetch, BasicQosOptions::default()),
-        )
-        .await?;
-        let to = amqp::connect(&job.to.broker).await?;
-        let publisher = amqp::open_channel(&to, &job.to.broker).await?;
-        bounded(
-            &job.to.broker,
-            "enabling publisher confirms",
-            publisher.confirm_select(ConfirmSelectOptions::default()),
-        )
-        .await?;
-        Ok(Session {
-            from,
-            to,
-            taker,
-            publisher,
-        })
-    }
-
-    /// Whether a connection (or the publishing channel) died under us.
-    fn lost(&self) -> bool {
-        !(self.from.status().connected()
-            && self.to.status().connected()
-            && self.taker.status().connected()
-            && self.publisher.status().connected())
-    }
-
-    async fn close(self, job: &Job) {
-        for (connection, broker) in [(&self.from, &job.from.broker), (&self.to, &job.to.broker)] {
-            if connection.status().connected() {
-                amqp::close(connection, broker).await;
-            }
-        }
-    }
-}
-
 /// What the run learned besides the ledger's counts.
 #[derive(Debug)]
 struct RunState {
@@ -204,9 +155,11 @@ struct RunState {
     scanned: bool,
     passes: usize,
     reconnects: u32,
-    /// Messages per source level stuck in the dead-letter backlog, or why
+    /// What each source level still holds that no pass could take, or why
     /// that could not be seen.
-    stuck: Result<BTreeMap<u8, u64>, String>,
+    stuck: Result<BTreeMap<u8, backlog::Stuck>, String>,
+    /// The source broker on the node the last attempt used.
+    source_in_use: Option<Target>,
     /// The signal that stopped the run early.
     interrupted: Option<&'static str>,
     /// Whether `left` was counted after the last message was taken (not when
@@ -234,6 +187,7 @@ impl Default for RunState {
             passes: 0,
             reconnects: 0,
             stuck: Ok(BTreeMap::new()),
+            source_in_use: None,
             interrupted: None,
             left_counted: false,
             journal: None,
@@ -250,6 +204,7 @@ pub async fn run(job: &Job) -> Result<VhostOutcome> {
         None => None,
     };
     let ledger = Mutex::new(Ledger::default());
+    let size_limit = SizeLimit::new(job.max_message_size, None);
     let mut routes = Routes::new(&job.to.cascade, job.dry_run);
     let mut state = RunState {
         journal: journal.as_ref().map(|j| JournalState {
@@ -271,6 +226,7 @@ pub async fn run(job: &Job) -> Result<VhostOutcome> {
         journal: journal.as_ref(),
         watch: &watch,
         interrupt: &interrupt,
+        size_limit: &size_limit,
     };
     if let Err(error) = shared.keep_moving(&mut routes, &mut state).await {
         // A run that failed before landing anything leaves no journal behind.
@@ -286,11 +242,21 @@ pub async fn run(job: &Job) -> Result<VhostOutcome> {
         .as_ref()
         .is_some_and(|c| c.conflicts.is_empty());
     if complete && state.interrupted.is_none() {
-        state.stuck = backlog::stuck_in_backlog(&job.from).await;
+        let cut_off_before = state.reconnects > 0 || journal.as_ref().is_some_and(|j| j.existed);
+        // Asked of the node the run ended on: the first may be gone.
+        let source = state.source_in_use.as_ref().unwrap_or(&job.from.broker);
+        state.stuck = backlog::stuck(source, &job.from.cascade, cut_off_before).await;
     }
     let ledger = ledger.into_inner().expect("ledger lock");
-    let source_empty =
-        complete && state.interrupted.is_none() && state.left_counted && ledger.total().left == 0;
+    let total = ledger.total();
+    let source_empty = complete
+        && state.interrupted.is_none()
+        && state.left_counted
+        && total.left + total.too_large == 0
+        && state
+            .stuck
+            .as_ref()
+            .map_or(true, |s| s.values().all(|s| s.held == 0));
     let finished = |j: &Journal| !job.dry_run && (source_empty || j.is_empty());
     if let Some(journal) = journal.filter(finished) {
         journal.remove()?;
@@ -298,7 +264,14 @@ pub async fn run(job: &Job) -> Result<VhostOutcome> {
             journal.removed = true;
         }
     }
-    Ok(summary::render(job, &ledger, &routes, &state, elapsed))
+    Ok(summary::render(
+        job,
+        &ledger,
+        &routes,
+        &state,
+        size_limit.limit(),
+        elapsed,
+    ))
 }
 
 /// What every step of a run uses.
@@ -308,66 +281,10 @@ struct Shared<'a> {
     journal: Option<&'a Journal>,
     watch: &'a Watch,
     interrupt: &'a Interrupt,
+    size_limit: &'a SizeLimit,
 }
 
 impl Shared<'_> {
-    /// Moves, reconnecting after a lost connection with backoff until
-    /// `--reconnect-for` passes without progress; returns when the move is
-    /// done or stopped.
-    async fn keep_moving(&self, routes: &mut Routes, state: &mut RunState) -> Result<()> {
-        let mut down_since: Option<Instant> = None;
-        let mut pause = FIRST_PAUSE;
-        loop {
-            let settled_before = self.ledger.lock().expect("ledger lock").settled();
-            let error = match Session::open(self.job).await {
-                Ok(session) => {
-                    let result = self.move_all(&session, routes, state).await;
-                    let lost = session.lost();
-                    session.close(self.job).await;
-                    match result {
-                        Ok(()) => return Ok(()),
-                        Err(error) if lost => error,
-                        Err(error) => return Err(error),
-                    }
-                }
-                Err(error) if state.reconnects > 0 => error,
-                Err(error) => return Err(error),
-            };
-            if self.ledger.lock().expect("ledger lock").settled() > settled_before {
-                down_since = None;
-                pause = FIRST_PAUSE;
-            }
-            let since = *down_since.get_or_insert_with(Instant::now);
-            if let Some(signal) = self.interrupt.requested() {
-                // Stopped while the broker is away: nothing is in flight any more.
-                state.interrupted = Some(signal);
-                state.left_counted = false;
-                return Ok(());
-            }
-            if since.elapsed() >= self.job.reconnect_for {
-                return Err(error).context(format!(
-                    "gave up after {} of reconnecting without progress (--reconnect-for)",
-                    short_duration(since.elapsed())
-                ));
-            }
-            state.reconnects += 1;
-            self.watch.note(&format!(
-                "connection lost ({error:#}); reconnecting in {:.1} s",
-                pause.as_secs_f64()
-            ));
-            let mut waiting = self.interrupt.clone();
-            tokio::select! {
-                () = tokio::time::sleep(pause) => {}
-                signal = waiting.wait() => {
-                    state.interrupted = Some(signal);
-                    state.left_counted = false;
-                    return Ok(());
-                }
-            }
-            pause = (pause * 2).min(LONGEST_PAUSE);
-        }
-    }
-
     async fn move_all(
         &self,
         session: &Session,
@@ -385,9 +302,12 @@ impl Shared<'_> {
                 job.from.broker.vhost
             )));
         }
-        let check =
-            ensure_target_cascade(&job.to.broker, &session.to, &job.to.cascade, job.dry_run)
-                .await?;
+        let (check, version) = tokio::join!(
+            ensure_target_cascade(&job.to.broker, &session.to, &job.to.cascade, job.dry_run),
+            target_version(&job.to.broker),
+        );
+        let check = check?;
+        self.size_limit.version_known(version.as_deref());
         let conflicts = !check.conflicts.is_empty();
         if state.cascade.is_none() || conflicts {
             state.cascade = Some(check);
@@ -396,7 +316,13 @@ impl Shared<'_> {
             return Ok(());
         }
         if !job.dry_run {
-            broker::ensure_poison_queue(&job.to.broker, &session.to, &job.poison_queue).await?;
+            broker::ensure_poison_queue(
+                &job.to.broker,
+                &session.to,
+                &job.poison_queue,
+                job.to.cascade.queue_type,
+            )
+            .await?;
         }
         let passes = if job.dry_run { 1 } else { MAX_PASSES };
         for _ in 0..passes {
@@ -405,10 +331,18 @@ impl Shared<'_> {
                 break;
             }
             let counts = self.scan(session, state).await?;
-            if counts.iter().all(|&(_, count)| count == 0) {
+            // A level holding only what is too large for the target is done.
+            let levels: Vec<(u8, u64)> = {
+                let ledger = self.ledger.lock().expect("ledger lock");
+                let kept = |level| ledger.levels.get(&level).map_or(0, |c| c.too_large);
+                counts
+                    .into_iter()
+                    .filter(|&(level, n)| n > kept(level))
+                    .collect()
+            };
+            if levels.is_empty() {
                 return Ok(());
             }
-            let levels: Vec<(u8, u64)> = counts.into_iter().filter(|&(_, n)| n > 0).collect();
             let end = pump::Pump {
                 job,
                 session,
@@ -416,6 +350,7 @@ impl Shared<'_> {
                 journal: self.journal,
                 watch: self.watch,
                 interrupt: self.interrupt,
+                size_limit: self.size_limit,
             }
             .pass(&levels, routes)
             .await?;
@@ -451,7 +386,11 @@ impl Shared<'_> {
             if !state.scanned {
                 entry.found = count;
             }
-            entry.left = if job.dry_run { 0 } else { count };
+            if job.dry_run {
+                entry.left = 0;
+            } else {
+                ledger.counted(level, count);
+            }
         }
         if !state.scanned {
             state.absent = counts
@@ -467,5 +406,17 @@ impl Shared<'_> {
             .into_iter()
             .map(|(level, count)| (level, u64::from(count.unwrap_or(0))))
             .collect())
+    }
+}
+
+/// The target's RabbitMQ version as it announces itself, for its default
+/// `max_message_size`; `None` when it cannot be asked (then the lower default applies).
+async fn target_version(target: &crate::target::Target) -> Option<String> {
+    match &target.identity {
+        Some(identity) => Some(identity.version.clone()),
+        None => crate::broker_identity::over_amqp(target)
+            .await
+            .ok()
+            .map(|identity| identity.version),
     }
 }

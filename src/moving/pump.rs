@@ -25,38 +25,34 @@
 //! message. Messages held by the taker are out of the level's TTL race; the
 //! ones still waiting in the queue may expire into the next lower level,
 //! which is drained later (levels go from the highest down).
+//!
+//! A message larger than the target takes (`size_limit`) is not published:
+//! it is handed over as kept, held unacknowledged until the pass ends, and
+//! then given back to its queue. From the first kept message on, the settler
+//! acknowledges one message at a time, so that no multiple ack covers it.
 
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
-use futures::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
-    QueueDeclareOptions,
-};
-use lapin::types::FieldTable;
+use lapin::options::{BasicNackOptions, BasicPublishOptions};
+use lapin::BasicProperties;
 use lapin::PublisherConfirm;
-use lapin::{BasicProperties, Channel};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::amqp::bounded;
-use crate::amqp::open_channel;
 use crate::exit::broker;
 use crate::interrupt::Interrupt;
-use crate::moving::broker::close_quietly;
 use crate::moving::classify::{classify, Disposition, PoisonReason};
 use crate::moving::headers;
 use crate::moving::identity::Identity;
 use crate::moving::journal::{Journal, Known};
 use crate::moving::ledger::{Ledger, Seen};
 use crate::moving::routes::Routes;
+use crate::moving::size_limit::SizeLimit;
 use crate::moving::watch::Watch;
 use crate::moving::{Job, Session};
-
-/// How long the consumer may be quiet before the queue is checked for emptiness.
-const IDLE: Duration = Duration::from_millis(250);
 
 /// Where a message is being published.
 #[derive(Debug)]
@@ -70,6 +66,9 @@ pub(super) enum Outbound {
     /// It landed already (this run, or an earlier one says the journal):
     /// acknowledged without publishing.
     Skip,
+    /// Too large for the target: not published, held until the pass ends
+    /// and then given back to its source queue.
+    Keep,
 }
 
 /// A message handed to the settler: published but not yet confirmed (or
@@ -79,7 +78,7 @@ pub(super) struct InFlight {
     pub level: u8,
     pub identity: Option<Identity>,
     pub outbound: Outbound,
-    /// `None` for a skipped message: nothing was published.
+    /// `None` for a skipped or kept message: nothing was published.
     pub confirm: Option<PublisherConfirm>,
     pub data: Vec<u8>,
     pub properties: BasicProperties,
@@ -103,6 +102,42 @@ pub struct Pump<'a> {
     pub journal: Option<&'a Journal>,
     pub watch: &'a Watch,
     pub interrupt: &'a Interrupt,
+    pub size_limit: &'a SizeLimit,
+}
+
+/// The taker's end of a pass's hand-over to the settler.
+pub(super) struct Handover {
+    to_settler: mpsc::Sender<InFlight>,
+    /// The delivery tag the settler settled last.
+    settled: watch::Receiver<Option<u64>>,
+    /// The delivery tag handed over last.
+    last: Option<u64>,
+    /// Messages kept (too large) in this pass.
+    kept: u64,
+}
+
+impl Handover {
+    async fn send(&mut self, item: InFlight) -> Result<()> {
+        let tag = item.delivery_tag;
+        self.to_settler
+            .send(item)
+            .await
+            .map_err(|_| broker("the settler stopped"))?;
+        self.last = Some(tag);
+        Ok(())
+    }
+
+    /// Waits until the settler has settled everything handed over.
+    async fn settled(&mut self) -> Result<()> {
+        let Some(last) = self.last else {
+            return Ok(());
+        };
+        self.settled
+            .wait_for(|settled| settled.is_some_and(|tag| tag >= last))
+            .await
+            .map(|_| ())
+            .map_err(|_| broker("the settler stopped"))
+    }
 }
 
 impl Pump<'_> {
@@ -110,25 +145,35 @@ impl Pump<'_> {
     /// the order given; once that many have arrived a level is done for this
     /// pass (later arrivals wait for the next one).
     pub async fn pass(&self, levels: &[(u8, u64)], routes: &mut Routes) -> Result<PassEnd> {
-        let (handover, settling) = mpsc::channel(usize::from(self.job.prefetch));
+        let (to_settler, settling) = mpsc::channel(usize::from(self.job.prefetch));
+        let (collected, settled) = watch::channel(None);
+        let mut handover = Handover {
+            to_settler,
+            settled,
+            last: None,
+            kept: 0,
+        };
         let take = async move {
+            let mut end = PassEnd::Drained;
             for &(level, expected) in levels {
-                if self.drain(level, expected, routes, &handover).await? == PassEnd::Stopped {
-                    return Ok::<_, anyhow::Error>(PassEnd::Stopped);
+                end = self.drain(level, expected, routes, &mut handover).await?;
+                if end == PassEnd::Stopped {
+                    break;
                 }
             }
-            Ok(PassEnd::Drained)
+            Ok::<_, anyhow::Error>((end, handover.kept))
             // `handover` goes here: the settler finishes what it holds, then ends.
         };
         // Not try_join: when taking fails, the settler still collects the
         // confirms already on their way.
-        let (taken, settled) = tokio::join!(take, self.settle(settling));
+        let (taken, settled) = tokio::join!(take, self.settle(settling, collected));
         // The settler's failure (the target) explains the taker's ("the settler stopped").
         settled?;
-        let end = taken?;
-        if end == PassEnd::Stopped && !self.job.dry_run {
-            // Deliveries the taker held but never handed over go back to
-            // their queue now, so that the closing count sees them.
+        let (end, kept) = taken?;
+        if (end == PassEnd::Stopped || kept > 0) && !self.job.dry_run {
+            // Deliveries the taker held but never handed over, and the kept
+            // ones, go back to their queue now (everything else is
+            // acknowledged), so that the closing count sees them.
             bounded(
                 &self.job.from.broker,
                 "handing back the messages not moved",
@@ -145,141 +190,15 @@ impl Pump<'_> {
         Ok(end)
     }
 
-    async fn drain(
-        &self,
-        level: u8,
-        expected: u64,
-        routes: &mut Routes,
-        handover: &mpsc::Sender<InFlight>,
-    ) -> Result<PassEnd> {
-        let from = &self.job.from.broker;
-        let queue = self.job.from.cascade.level_name(level);
-        if self.interrupt.requested().is_some() {
-            return Ok(PassEnd::Stopped);
-        }
-        // A dry run holds every message unacknowledged on a channel of its
-        // own, and closing that channel hands them all back to the queue.
-        let own = if self.job.dry_run {
-            Some(open_channel(&self.session.from, from).await?)
-        } else {
-            None
-        };
-        let channel = own.as_ref().unwrap_or(&self.session.taker);
-        // Exclusive: a second run on the same cascade fails instead of racing this one.
-        let consumer = bounded(
-            from,
-            &format!("consuming from queue {queue}"),
-            channel.basic_consume(
-                queue.into(),
-                "".into(),
-                BasicConsumeOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            ),
-        )
-        .await?;
-        let end = self
-            .take(level, expected, consumer, channel, routes, handover)
-            .await?;
-        if let Some(channel) = own {
-            close_quietly(channel).await;
-        }
-        Ok(end)
-    }
-
-    async fn take(
-        &self,
-        level: u8,
-        expected: u64,
-        mut consumer: lapin::Consumer,
-        channel: &Channel,
-        routes: &mut Routes,
-        handover: &mpsc::Sender<InFlight>,
-    ) -> Result<PassEnd> {
-        let from = &self.job.from.broker;
-        let queue = self.job.from.cascade.level_name(level);
-        let (mut received, mut cancelled) = (0u64, false);
-        let mut interrupt = self.interrupt.clone();
-        loop {
-            let wait = if cancelled { from.timeout } else { IDLE };
-            let next = tokio::select! {
-                biased;
-                _ = interrupt.wait(), if !cancelled => {
-                    bounded(
-                        from,
-                        &format!("cancelling the consumer of queue {queue}"),
-                        channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()),
-                    )
-                    .await?;
-                    return Ok(PassEnd::Stopped);
-                }
-                next = tokio::time::timeout(wait, consumer.next()) => next,
-            };
-            let drained = match next {
-                Ok(Some(Ok(delivery))) => {
-                    received += 1;
-                    self.take_one(level, delivery, routes, handover).await?;
-                    // All the scan saw: what arrived since waits for the next pass.
-                    received == expected
-                }
-                Ok(Some(Err(error))) => {
-                    return Err(broker(format!(
-                        "consuming from queue {queue}: {}",
-                        crate::amqp::describe(from, &error)
-                    )))
-                }
-                // The consumer is cancelled (by us, or the queue was deleted).
-                Ok(None) => return Ok(PassEnd::Drained),
-                Err(_) if cancelled => {
-                    return Err(broker(format!(
-                        "queue {queue}: the consumer was not cancelled within {}",
-                        crate::amqp::seconds(from.timeout)
-                    )))
-                }
-                // Quiet for a while (fewer messages than the scan saw: some
-                // expired into the next level): maybe the queue is empty.
-                Err(_) => self.ready_now(queue, channel).await? == 0,
-            };
-            if drained && !cancelled {
-                bounded(
-                    from,
-                    &format!("cancelling the consumer of queue {queue}"),
-                    channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()),
-                )
-                .await?;
-                cancelled = true;
-            }
-        }
-    }
-
-    /// Ready messages in the queue being drained.
-    async fn ready_now(&self, queue: &str, channel: &Channel) -> Result<u32> {
-        let declared = bounded(
-            &self.job.from.broker,
-            &format!("counting the messages of queue {queue}"),
-            channel.queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            ),
-        )
-        .await?;
-        Ok(declared.message_count())
-    }
-
-    /// Decides one message's fate and publishes it (a dry run only counts it).
-    async fn take_one(
+    /// Decides one message's fate and publishes it (a dry run only counts
+    /// it); `true` when it is kept in the source, too large for the target.
+    pub(super) async fn take_one(
         &self,
         level: u8,
         delivery: Delivery,
         routes: &mut Routes,
-        handover: &mpsc::Sender<InFlight>,
-    ) -> Result<()> {
+        handover: &mut Handover,
+    ) -> Result<bool> {
         let job = self.job;
         let headers = delivery.properties.headers().as_ref();
         let identity = Identity::of(
@@ -291,24 +210,33 @@ impl Pump<'_> {
             (Some(identity), Some(journal)) => journal.known(identity),
             _ => Known::Unknown,
         };
-        let seen = self.ledger.lock().expect("ledger lock").received(
-            identity.as_ref(),
-            delivery.redelivered,
-            known,
-        );
-        let outbound = if seen != Seen::New {
-            Outbound::Skip
-        } else {
-            self.outbound(&delivery, routes).await?
+        let size = delivery.data.len();
+        let outbound = {
+            let mut ledger = self.ledger.lock().expect("ledger lock");
+            if !ledger.landed(identity.as_ref(), known) && self.size_limit.too_large(size) {
+                Some(Outbound::Keep)
+            } else if ledger.received(identity.as_ref(), delivery.redelivered, known) != Seen::New {
+                Some(Outbound::Skip)
+            } else {
+                None
+            }
         };
+        let outbound = match outbound {
+            Some(outbound) => outbound,
+            None => self.outbound(&delivery, routes).await?,
+        };
+        let kept = matches!(outbound, Outbound::Keep);
         if job.dry_run {
             self.record(level, identity, &outbound);
-            return Ok(());
+            return Ok(kept);
         }
-        if let (Some(journal), Some(identity), false) =
-            (self.journal, &identity, matches!(outbound, Outbound::Skip))
-        {
+        let publishing = !matches!(outbound, Outbound::Skip | Outbound::Keep);
+        if let (Some(journal), Some(identity), true) = (self.journal, &identity, publishing) {
             journal.publishing(identity)?;
+        }
+        let fenced = publishing && self.size_limit.fenced(size);
+        if fenced {
+            handover.settled().await?;
         }
         let source_key = delivery.routing_key.as_str();
         let confirm = match &outbound {
@@ -339,7 +267,7 @@ impl Pump<'_> {
                 )
                 .await?,
             ),
-            Outbound::Skip => None,
+            Outbound::Skip | Outbound::Keep => None,
         };
         let routing_key = source_key.to_string();
         handover
@@ -349,13 +277,18 @@ impl Pump<'_> {
                 identity,
                 outbound,
                 confirm,
-                data: delivery.data,
+                // A kept message's body is not needed again.
+                data: if kept { Vec::new() } else { delivery.data },
                 properties: delivery.properties,
                 routing_key,
             })
-            .await
-            .map_err(|_| broker("the settler stopped"))?;
-        Ok(())
+            .await?;
+        handover.kept += u64::from(kept);
+        if fenced {
+            // Nothing follows a fenced publish until its confirm.
+            handover.settled().await?;
+        }
+        Ok(kept)
     }
 
     /// Where a new message goes: its place in the target cascade, or the

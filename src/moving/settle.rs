@@ -7,7 +7,10 @@
 //! - the acknowledger fsyncs the journal, then acknowledges at the source,
 //!   with one multiple ack, everything collected so far.
 //!
-//! Settling in delivery-tag order is what makes a multiple ack safe. The
+//! Settling in delivery-tag order is what makes a multiple ack safe. A
+//! message kept in the source (too large for the target) stays
+//! unacknowledged until the pass ends: from the first one on, a multiple ack
+//! would cover it, so each later message is acknowledged alone. The
 //! fsync never holds up the confirms: while one runs, the collector goes on,
 //! and the next fsync and ack cover all it collected meanwhile.
 //!
@@ -18,42 +21,74 @@
 
 use anyhow::Result;
 use lapin::options::BasicAckOptions;
-use lapin::Confirmation;
+use lapin::{Confirmation, PublisherConfirm};
 use tokio::sync::{mpsc, watch};
 
-use crate::amqp::bounded;
+use crate::amqp::{bounded, describe};
 use crate::exit::broker;
 use crate::moving::classify::PoisonReason;
 use crate::moving::identity::Identity;
 use crate::moving::pump::{InFlight, Outbound, Pump};
+use crate::moving::size_limit::TooLargeForTarget;
+
+/// A message the collector is done with, for the acknowledger.
+#[derive(Debug, Clone, Copy)]
+enum Settled {
+    /// Safe in the target (or the poison queue), or landed before.
+    Landed(u64),
+    /// Kept in the source: never to be acknowledged.
+    Kept,
+}
 
 impl Pump<'_> {
-    pub(super) async fn settle(&self, settling: mpsc::Receiver<InFlight>) -> Result<()> {
-        let (collected, settled) = watch::channel(None);
-        let (collecting, acknowledging) =
-            tokio::join!(self.collect(settling, collected), self.acknowledge(settled));
+    /// Settles what the taker hands over; `collected` tells the taker the
+    /// last delivery tag settled (for its fences).
+    pub(super) async fn settle(
+        &self,
+        settling: mpsc::Receiver<InFlight>,
+        collected: watch::Sender<Option<u64>>,
+    ) -> Result<()> {
+        let (done, acknowledging) = mpsc::unbounded_channel();
+        let (collecting, acknowledging) = tokio::join!(
+            self.collect(settling, collected, done),
+            self.acknowledge(acknowledging)
+        );
         // The target's failure first: it explains the rest.
         collecting?;
         acknowledging
     }
 
-    /// Settles each message in order and publishes the last settled tag.
+    /// Settles each message in order, and tells the acknowledger and the taker.
     async fn collect(
         &self,
         mut settling: mpsc::Receiver<InFlight>,
         collected: watch::Sender<Option<u64>>,
+        done: mpsc::UnboundedSender<Settled>,
     ) -> Result<()> {
         while let Some(item) = settling.recv().await {
-            let identity = item.identity;
+            let (identity, size) = (item.identity, item.data.len() as u64);
+            let kept = matches!(item.outbound, Outbound::Keep);
             match self.settle_one(item).await {
+                Ok(tag) if kept => {
+                    // A gone acknowledger (the source connection died) changes nothing here.
+                    let _ = done.send(Settled::Kept);
+                    collected.send_replace(Some(tag));
+                }
                 Ok(tag) => {
                     if let (Some(journal), Some(identity)) = (self.journal, identity) {
                         journal.append(&identity)?;
                     }
+                    let _ = done.send(Settled::Landed(tag));
                     collected.send_replace(Some(tag));
                 }
                 Err(error) => {
-                    self.in_doubt(identity);
+                    // The message refused as too large did not land; what
+                    // was in flight beside it (its confirm lost with the
+                    // same channel, the same words) may have.
+                    let refused = error.downcast_ref::<TooLargeForTarget>();
+                    if refused.is_none_or(|refusal| refusal.size != size) {
+                        self.in_doubt(identity);
+                    }
                     while let Ok(item) = settling.try_recv() {
                         self.in_doubt(item.identity);
                     }
@@ -62,34 +97,67 @@ impl Pump<'_> {
             }
         }
         Ok(())
-        // `collected` goes here: the acknowledger acknowledges the rest, then ends.
+        // `done` goes here: the acknowledger acknowledges the rest, then ends.
     }
 
-    /// Acknowledges at the source what was collected, once it is on disk.
-    /// When the source is gone, it stops (the collector goes on: what
-    /// landed must be known when it comes back).
-    async fn acknowledge(&self, mut settled: watch::Receiver<Option<u64>>) -> Result<()> {
-        let mut acknowledged = None;
-        loop {
-            let open = settled.changed().await.is_ok();
-            let latest = *settled.borrow_and_update();
-            if let Some(tag) = latest.filter(|&tag| Some(tag) != acknowledged) {
-                if let Some(journal) = self.journal {
-                    journal.sync().await?;
+    /// Acknowledges at the source what was collected, once it is on disk:
+    /// one multiple ack for all of it until a message is kept, then each
+    /// alone. When the source is gone, it stops (the collector goes on:
+    /// what landed must be known when it comes back).
+    async fn acknowledge(&self, mut settled: mpsc::UnboundedReceiver<Settled>) -> Result<()> {
+        let mut holding = false;
+        while let Some(first) = settled.recv().await {
+            let (mut upto, mut alone) = (None, Vec::new());
+            let mut next = Some(first);
+            while let Some(item) = next {
+                match item {
+                    Settled::Kept => holding = true,
+                    Settled::Landed(tag) if holding => alone.push(tag),
+                    Settled::Landed(tag) => upto = Some(tag),
                 }
+                next = settled.try_recv().ok();
+            }
+            if upto.is_none() && alone.is_empty() {
+                continue;
+            }
+            if let Some(journal) = self.journal {
+                journal.sync().await?;
+            }
+            let acks = upto.map(|tag| (tag, true)).into_iter();
+            for (tag, multiple) in acks.chain(alone.into_iter().map(|tag| (tag, false))) {
                 bounded(
                     &self.job.from.broker,
                     "acknowledging source messages",
                     self.session
                         .taker
-                        .basic_ack(tag, BasicAckOptions { multiple: true }),
+                        .basic_ack(tag, BasicAckOptions { multiple }),
                 )
                 .await?;
-                acknowledged = Some(tag);
             }
-            if !open {
-                return Ok(());
+        }
+        Ok(())
+    }
+
+    /// The target's answer to one publish; a channel closed because the
+    /// body was too large is told apart, so that the run can learn the limit.
+    async fn confirmation(&self, confirm: PublisherConfirm) -> Result<Confirmation> {
+        let to = &self.job.to.broker;
+        match tokio::time::timeout(to.timeout, confirm).await {
+            Ok(Err(error)) => {
+                let text = describe(to, &error);
+                match TooLargeForTarget::parse(&text) {
+                    Some(refusal) if crate::amqp::reply_code(&error) == Some(406) => {
+                        Err(refusal.into())
+                    }
+                    _ => Err(broker(format!("waiting for the target's confirm: {text}"))),
+                }
             }
+            Ok(Ok(confirmation)) => Ok(confirmation),
+            Err(_) => Err(broker(format!(
+                "waiting for the target's confirm: no answer from {} within {}",
+                to.amqp_display(),
+                crate::amqp::seconds(to.timeout)
+            ))),
         }
     }
 
@@ -105,10 +173,12 @@ impl Pump<'_> {
             self.record(item.level, item.identity, &item.outbound);
             return Ok(item.delivery_tag);
         };
-        let confirmation = bounded(to, "waiting for the target's confirm", confirm).await?;
+        let confirmation = self.confirmation(confirm).await?;
+        // Taken or refused for another reason: the body size passed.
+        self.size_limit.confirmed(item.data.len());
         let exchange = match &item.outbound {
             Outbound::Move { exchange, .. } => exchange.clone(),
-            Outbound::Poison(_) | Outbound::Skip => String::new(),
+            Outbound::Poison(_) | Outbound::Skip | Outbound::Keep => String::new(),
         };
         let refused = match confirmation {
             Confirmation::Ack(None) => None,
@@ -168,6 +238,7 @@ impl Pump<'_> {
             Outbound::Move { delivered_now, .. } => ledger.moved(level, identity, *delivered_now),
             Outbound::Poison(reason) => ledger.poisoned(level, identity, reason.kind()),
             Outbound::Skip => ledger.skipped(level),
+            Outbound::Keep => ledger.too_large(level, identity),
         }
         let total = ledger.total();
         drop(ledger);

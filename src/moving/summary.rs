@@ -9,8 +9,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::commands::fanout::VhostOutcome;
+use crate::counted::counted;
 use crate::moving::ledger::Ledger;
 use crate::moving::routes::{RouteOutcome, Routes};
+use crate::moving::size_limit::Origin;
 use crate::moving::{Job, RunState, Side};
 
 pub(super) fn render(
@@ -18,6 +20,7 @@ pub(super) fn render(
     ledger: &Ledger,
     routes: &Routes,
     state: &RunState,
+    (max_message_size, limit_origin): (u64, Origin),
     elapsed: Duration,
 ) -> VhostOutcome {
     let total = ledger.total();
@@ -31,11 +34,20 @@ pub(super) fn render(
         .map_or(&[][..], |c| c.missing.as_slice());
     let warnings = warnings(job, routes, state);
     let source_exists = state.absent.len() < usize::from(job.from.cascade.levels);
-    let stuck: u64 = state.stuck.as_ref().map_or(0, |s| s.values().sum());
+    let stuck: u64 = state
+        .stuck
+        .as_ref()
+        .map_or(0, |s| s.values().map(|s| s.backlog).sum());
+    let held: u64 = state
+        .stuck
+        .as_ref()
+        .map_or(0, |s| s.values().map(|s| s.held).sum());
     let ok = conflicts.is_empty()
         && total.poisoned == 0
         && total.left == 0
+        && total.too_large == 0
         && stuck == 0
+        && held == 0
         && source_exists
         && state.interrupted.is_none();
     let seconds = elapsed.as_secs_f64();
@@ -50,15 +62,7 @@ pub(super) fn render(
     } else {
         ("moved", "poisoned", "skipped")
     };
-    let mut text = String::new();
-    let _ = writeln!(
-        text,
-        "{}{}: {} -> {}",
-        job.command,
-        if job.dry_run { " (dry run)" } else { "" },
-        describe(&job.from),
-        describe(&job.to)
-    );
+    let mut text = header(job.command, job.dry_run, &job.from, &job.to);
     if !conflicts.is_empty() {
         let _ = writeln!(
             text,
@@ -68,21 +72,7 @@ pub(super) fn render(
             let _ = writeln!(text, "  {conflict}");
         }
     } else if !missing.is_empty() {
-        let _ = writeln!(
-            text,
-            "target cascade: {} {} missing{}",
-            missing.len(),
-            if missing.len() == 1 {
-                "entity"
-            } else {
-                "entities"
-            },
-            if job.dry_run {
-                " (would be created)"
-            } else {
-                ", created"
-            }
-        );
+        let _ = writeln!(text, "target cascade: {}", missing_text(missing, job));
     }
     let _ = writeln!(
         text,
@@ -123,6 +113,20 @@ pub(super) fn render(
             job.poison_queue
         );
     }
+    for (level, c) in ledger.levels.iter().rev().filter(|(_, c)| c.too_large > 0) {
+        let _ = writeln!(
+            text,
+            "{} too large for the target (max {max_message_size} bytes, {}) {} in the source: {}",
+            count(c.too_large, "message"),
+            limit_origin.as_str(),
+            match (job.dry_run, c.too_large) {
+                (true, _) => "would stay",
+                (false, 1) => "stays",
+                (false, _) => "stay",
+            },
+            job.from.cascade.level_name(*level)
+        );
+    }
     for warning in &warnings {
         let _ = writeln!(text, "warning: {warning}");
     }
@@ -131,17 +135,17 @@ pub(super) fn render(
     }
     let _ = writeln!(
         text,
-        "{moved_word} {} and {poisoned_word} {} of {} messages in {seconds:.1} s ({rate:.0} msg/s); \
+        "{moved_word} {} and {poisoned_word} {} of {} in {seconds:.1} s ({rate:.0} msg/s)\n\
          {skipped_word} {} already landed, reconnects {}",
         total.moved,
         total.poisoned,
-        total.found,
+        counted(total.found, "message"),
         total.skipped,
         state.reconnects
     );
     if let Some(signal) = state.interrupted {
         let left = if state.left_counted {
-            format!("{} still in the source", total.left)
+            format!("{} still in the source", total.left + total.too_large)
         } else {
             "the source could not be counted (the broker was unreachable)".into()
         };
@@ -166,6 +170,7 @@ pub(super) fn render(
                 "poisoned": c.poisoned,
                 "skipped": c.skipped,
                 "left": c.left,
+                "too_large": c.too_large,
             })
         })
         .collect();
@@ -190,8 +195,11 @@ pub(super) fn render(
         "delivered_now": total.delivered_now,
         "poisoned": total.poisoned,
         "left": total.left,
+        "too_large": total.too_large,
+        "max_message_size": { "bytes": max_message_size, "from": limit_origin.key() },
         "skipped": total.skipped,
         "dead_letter_backlog": stuck,
+        "held_unacknowledged": held,
         "skipped_landed_this_run": ledger.skipped_this_run,
         "skipped_from_journal": ledger.skipped_from_journal,
         "possible_duplicates": ledger.possible_duplicates,
@@ -234,12 +242,26 @@ fn warnings(job: &Job, routes: &Routes, state: &RunState) -> Vec<String> {
     }
     match &state.stuck {
         Ok(stuck) => {
-            for (level, count) in stuck.iter().rev() {
-                warnings.push(format!(
-                    "{count} messages of {} are stuck in its dead-letter backlog: \
-                     they cannot be moved until their next hop routes again",
-                    job.from.cascade.level_name(*level)
-                ));
+            for (level, stuck) in stuck.iter().rev() {
+                let name = job.from.cascade.level_name(*level);
+                let is_are = |count: u64| if count == 1 { "is" } else { "are" };
+                if stuck.backlog > 0 {
+                    warnings.push(format!(
+                        "{} of {name} {} stuck in its dead-letter backlog: \
+                         they cannot be moved until their next hop routes again",
+                        counted(stuck.backlog, "message"),
+                        is_are(stuck.backlog)
+                    ));
+                }
+                if stuck.held > 0 {
+                    warnings.push(format!(
+                        "{} of {name} {} held unacknowledged by a consumer that is gone \
+                         (a connection through a node that went down keeps them until \
+                         that node is back): run again then to move them",
+                        counted(stuck.held, "message"),
+                        is_are(stuck.held)
+                    ));
+                }
             }
         }
         Err(problem) => warnings.push(format!(
@@ -254,6 +276,38 @@ fn warnings(job: &Job, routes: &Routes, state: &RunState) -> Vec<String> {
     warnings
 }
 
+/// What was missing of the target cascade and what the run made of it:
+/// its exchanges and queues are known missing (a passive declare says so);
+/// its bindings cannot be seen over AMQP, so all of them are declared.
+fn missing_text(missing: &[String], job: &Job) -> String {
+    let exchanges = missing
+        .iter()
+        .filter(|m| m.starts_with("exchange "))
+        .count();
+    let entities = format!(
+        "{} and {}",
+        counted(exchanges as u64, "exchange"),
+        counted((missing.len() - exchanges) as u64, "queue")
+    );
+    let bindings = counted(job.to.cascade.cascade_bindings().count() as u64, "binding");
+    if job.dry_run {
+        format!("{entities} missing; would create them and declare its {bindings}")
+    } else {
+        format!("{entities} were missing: created them and declared its {bindings}")
+    }
+}
+
+/// "1 message has" / "2 messages have".
+fn has(count: u64) -> String {
+    let verb = if count == 1 { "has" } else { "have" };
+    format!("{} {verb}", counted(count, "message"))
+}
+
+/// "1 message had" / "2 messages had".
+fn had(count: u64) -> String {
+    format!("{} had", counted(count, "message"))
+}
+
 /// What the run can say about messages that may have landed twice: as
 /// precisely as the journal allows, and without alarm where nothing points
 /// to an earlier run (a dry run hands every message back redelivered).
@@ -261,36 +315,43 @@ fn duplicate_notes(ledger: &Ledger, state: &RunState) -> Vec<String> {
     let mut notes = Vec::new();
     if ledger.without_id > 0 {
         notes.push(format!(
-            "note: {} messages have no message id: they cannot be recognised if they come back, \
+            "note: {} no message id: they cannot be recognised if they come back, \
              so for them the move is at-least-once",
-            ledger.without_id
+            has(ledger.without_id)
         ));
     }
     if ledger.in_doubt_redelivered > 0 {
         notes.push(format!(
-            "warning: {} messages had been published before without a confirm (by this run \
-             before a connection was lost, or by an interrupted run, says the journal) and were \
+            "warning: {} been published before without a confirm (by this run \
+             before a connection was lost, or by an interrupted run, says the journal) and \
              published again: they may now be in the target twice",
-            ledger.in_doubt_redelivered
+            had(ledger.in_doubt_redelivered)
         ));
     }
     let redelivered = ledger.possible_duplicates - ledger.in_doubt_redelivered;
     if redelivered > 0 {
         notes.push(if state.journal.is_some() {
             format!(
-                "note: {redelivered} messages had been delivered before (a dry run, a stopped \
+                "note: {} been delivered before (a dry run, a stopped \
                  run, another consumer); the journal records no publish of them, so none is a \
-                 duplicate"
+                 duplicate",
+                had(redelivered)
             )
         } else {
             format!(
-                "note: {redelivered} messages had been delivered before (an interrupted run, a \
+                "note: {} been delivered before (an interrupted run, a \
                  dry run, another consumer); without a journal this run cannot tell whether an \
-                 interrupted run had already moved them: any it had is now in the target twice"
+                 interrupted run had already moved them: any it had is now in the target twice",
+                had(redelivered)
             )
         });
     }
     notes
+}
+
+/// `1 message`, `2 messages`.
+fn count(n: u64, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
 fn route_text(outcome: &RouteOutcome, dry_run: bool) -> String {
@@ -309,10 +370,39 @@ fn route_text(outcome: &RouteOutcome, dry_run: bool) -> String {
     }
 }
 
-pub(super) fn describe(side: &Side) -> String {
+/// Where the messages come from and go to, a few short lines:
+///
+/// ```text
+/// migrate (dry run)
+///   from  vhost `shop`, 28 levels from nsb.delay-level-27
+///         amqp://guest:****@localhost:5672/shop
+///   to    vhost `shop`, 28 levels from nsb.v2.delay-level-27
+///         amqp://guest:****@localhost:5672/shop
+/// ```
+pub(crate) fn header(command: &str, dry_run: bool, from: &Side, to: &Side) -> String {
+    let side = |label: &str, side: &Side| {
+        format!(
+            "  {label:<4}  vhost `{}`, {} levels from {}\n        {}\n",
+            side.broker.vhost,
+            side.cascade.levels,
+            side.cascade.level_name(side.cascade.levels - 1),
+            side.broker.amqp_display()
+        )
+    };
+    format!(
+        "{command}{}\n{}{}",
+        if dry_run { " (dry run)" } else { "" },
+        side("from", from),
+        side("to", to)
+    )
+}
+
+/// One end of the move on one line, its broker named by `url`: part of the
+/// journal's key, so its form never changes.
+pub(super) fn describe_at(side: &Side, url: &str) -> String {
     format!(
         "{} vhost `{}` ({} levels from {})",
-        side.broker.amqp_display(),
+        url,
         side.broker.vhost,
         side.cascade.levels,
         side.cascade.level_name(side.cascade.levels - 1)
@@ -327,4 +417,32 @@ fn side_json(side: &Side) -> Value {
         "highest_level": side.cascade.level_name(side.cascade.levels - 1),
         "delivery_exchange": side.cascade.delivery_exchange,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_fixtures::{assert_fits_80_columns, desired, target};
+
+    #[test]
+    fn the_header_names_both_ends_within_80_columns() {
+        let from = Side {
+            broker: target(),
+            cascade: desired(include_str!("../../examples/nservicebus-v1.yaml")),
+        };
+        let to = Side {
+            broker: target(),
+            cascade: desired(""),
+        };
+        let text = header("migrate", true, &from, &to);
+        assert_eq!(
+            text,
+            "migrate (dry run)\n  \
+             from  vhost `/`, 28 levels from nsb.delay-level-27\n        \
+             amqp://guest:****@localhost:5672/%2F\n  \
+             to    vhost `/`, 28 levels from nsb.v2.delay-level-27\n        \
+             amqp://guest:****@localhost:5672/%2F\n"
+        );
+        assert_fits_80_columns("migrate header", &text);
+    }
 }

@@ -4,7 +4,9 @@
 //! entity is declared, not only the missing ones: a redeclare of an equal
 //! entity changes nothing, and one with other arguments is refused (406),
 //! which is how a conflicting target is caught before any message moves.
-//! Endpoint bindings are made per address by `routes`.
+//! Endpoint bindings are made per address by `routes`; the endpoint queues
+//! and exchanges the target topology declares are declared here with the
+//! cascade.
 
 use anyhow::Result;
 use indicatif::ProgressBar;
@@ -32,16 +34,15 @@ pub async fn ensure_target_cascade(
     desired: &Desired,
     dry_run: bool,
 ) -> Result<CascadeCheck> {
-    let inspections: Vec<Operation> = desired
-        .exchanges
-        .iter()
-        .map(|e| Operation::InspectExchange(e.name.clone()))
-        .chain(
-            desired
-                .queues
-                .iter()
-                .map(|q| Operation::InspectQueue(q.name.clone())),
-        )
+    // The endpoints the target topology declares (`declare:`) too: their
+    // bindings are made per address by `routes`, which needs them.
+    let exchanges = (desired.exchanges.iter().map(|e| &e.name))
+        .chain(desired.endpoint_exchanges.iter().map(|e| &e.name));
+    let queues = (desired.queues.iter().map(|q| &q.name))
+        .chain(desired.endpoint_queues.iter().map(|q| &q.name));
+    let inspections: Vec<Operation> = exchanges
+        .map(|name| Operation::InspectExchange(name.clone()))
+        .chain(queues.map(|name| Operation::InspectQueue(name.clone())))
         .collect();
     let mut check = CascadeCheck::default();
     for (operation, result) in run(broker, connection, &inspections).await? {
@@ -60,7 +61,10 @@ pub async fn ensure_target_cascade(
     if dry_run {
         return Ok(check);
     }
-    let declarations = apply::declare_all(desired);
+    let declarations: Vec<Operation> = apply::declare_all(desired)
+        .into_iter()
+        .chain(apply::declare_endpoints(desired))
+        .collect();
     let bindings: Vec<Operation> = desired
         .cascade_bindings()
         .cloned()

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::counted::counted;
 use crate::moving::ledger::LevelCounts;
 use crate::progress::Progress;
 
@@ -121,7 +122,7 @@ impl Watch {
             self.bar.set_position(0);
         }
         if let Some(prefix) = &self.lines {
-            eprintln!("{prefix}: {total} messages to move");
+            eprintln!("{prefix}: {} to move", counted(total, "message"));
         }
     }
 

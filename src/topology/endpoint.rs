@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 
+use super::declare::{self, Declare};
 use super::{BindTo, EntityName};
 
 /// A destination on the delivery exchange. Two forms in the file:
@@ -23,6 +24,8 @@ pub struct Endpoint {
     /// In the queue-on-exchange form, the application queue that
     /// `destination` (an exchange) routes `#.<address>` to.
     pub queue: Option<EntityName>,
+    /// Whether install declares the endpoint's queue (and exchange) too.
+    pub declare: Option<Declare>,
 }
 
 impl Endpoint {
@@ -44,6 +47,8 @@ struct RawEndpoint {
     queue: Option<EntityName>,
     exchange: Option<EntityName>,
     routing_key: Option<EntityName>,
+    #[serde(default, deserialize_with = "declare::optional")]
+    declare: Option<Declare>,
 }
 
 impl TryFrom<RawEndpoint> for Endpoint {
@@ -57,11 +62,13 @@ impl TryFrom<RawEndpoint> for Endpoint {
                 queue: None,
                 exchange: None,
                 routing_key: None,
+                declare,
             } => Ok(Endpoint {
                 destination: address.clone(),
                 address,
                 bind_to: bind_to.unwrap_or_default(),
                 queue: None,
+                declare,
             }),
             RawEndpoint {
                 address: None,
@@ -69,15 +76,18 @@ impl TryFrom<RawEndpoint> for Endpoint {
                 queue: Some(queue),
                 exchange: Some(exchange),
                 routing_key: Some(routing_key),
+                declare,
             } => Ok(Endpoint {
                 address: routing_key,
                 bind_to: BindTo::Exchange,
                 destination: exchange,
                 queue: Some(queue),
+                declare,
             }),
             _ => Err(
                 "an endpoint is either `address` (with an optional `bind_to`) or \
-                      `queue`, `exchange` and `routing_key` together"
+                      `queue`, `exchange` and `routing_key` together (either with an \
+                      optional `declare`)"
                     .to_string(),
             ),
         }

@@ -91,10 +91,7 @@ impl Topology {
         &self,
     ) -> Result<(), (&'static str, Option<String>, String)> {
         let cascade = &self.cascade;
-        let queue_type = match cascade.queue_type {
-            QueueType::Quorum => "quorum",
-            QueueType::Classic => "classic",
-        };
+        let queue_type = cascade.queue_type.as_str();
         let given = &cascade.queue_arguments.0;
         if let Some(other) = given.get("x-queue-type") {
             if *other != ArgValue::Str(queue_type.to_string()) {

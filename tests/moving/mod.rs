@@ -4,9 +4,12 @@
 //! Messages go through AMQP (lapin) here: thousands of them, with headers.
 #![allow(dead_code)]
 
+pub mod inventory;
 pub mod stage;
 
-use std::collections::{BTreeMap, BTreeSet};
+pub use inventory::*;
+
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -179,14 +182,40 @@ impl Client {
     /// Publishes each message where its sender would have: the level exchange
     /// of its delay, with the cascade routing key, all confirmed.
     pub fn publish_delayed(&self, cascade: &Desired, messages: &[Delayed]) {
+        self.publish_delayed_with(cascade, messages, 0, None)
+    }
+
+    /// The same with bodies of at least `body_size` bytes: the id, then spaces.
+    pub fn publish_delayed_sized(&self, cascade: &Desired, messages: &[Delayed], body_size: usize) {
+        self.publish_delayed_with(cascade, messages, body_size, None)
+    }
+
+    /// The same with a per-message TTL: the broker itself dead-letters the
+    /// messages on at once, with its own `x-death` and `x-first-death-*` headers.
+    pub fn publish_expiring(&self, cascade: &Desired, messages: &[Delayed], expiration_ms: u32) {
+        self.publish_delayed_with(cascade, messages, 0, Some(expiration_ms))
+    }
+
+    fn publish_delayed_with(
+        &self,
+        cascade: &Desired,
+        messages: &[Delayed],
+        body_size: usize,
+        expiration_ms: Option<u32>,
+    ) {
         self.runtime.block_on(async {
             let mut confirms = Vec::new();
             for m in messages {
+                let mut body = m.id.as_bytes().to_vec();
+                body.resize(body_size.max(body.len()), b' ');
                 let route = cascade.route(m.delay_seconds, &m.address).unwrap();
-                let properties = BasicProperties::default()
+                let mut properties = BasicProperties::default()
                     .with_delivery_mode(2)
                     .with_message_id(m.id.as_str().into())
                     .with_headers(m.headers());
+                if let Some(expiration) = expiration_ms {
+                    properties = properties.with_expiration(expiration.to_string().into());
+                }
                 let confirm = self
                     .channel
                     .basic_publish(
@@ -196,7 +225,7 @@ impl Client {
                             mandatory: true,
                             ..Default::default()
                         },
-                        m.id.as_bytes(),
+                        &body,
                         properties,
                     )
                     .await
@@ -272,9 +301,11 @@ impl Client {
                 .unwrap()
             {
                 let delivery = message.delivery;
+                // A large body is its id padded with spaces.
+                let body = String::from_utf8(delivery.data.clone()).unwrap();
                 taken.push(Taken {
                     queue: queue.to_string(),
-                    id: String::from_utf8(delivery.data.clone()).unwrap(),
+                    id: body.trim_end_matches(' ').to_string(),
                     routing_key: delivery.routing_key.as_str().to_string(),
                     headers: delivery
                         .properties
@@ -367,90 +398,6 @@ pub fn population(count: usize, now: i64, addresses: &[&str]) -> Vec<Delayed> {
             }
         })
         .collect()
-}
-
-/// Where the messages of a finished move are.
-#[derive(Default)]
-pub struct Inventory {
-    /// In the target cascade's level queues.
-    pub cascade: Vec<Taken>,
-    /// In endpoint queues (they were due).
-    pub delivered: Vec<Taken>,
-    pub poisoned: Vec<Taken>,
-}
-
-impl Inventory {
-    /// Takes every message out of the target cascade, `endpoints` and the poison queue.
-    pub fn take(client: &Client, target: &Desired, endpoints: &[&str]) -> Inventory {
-        Inventory {
-            cascade: client.take_cascade(target),
-            delivered: endpoints.iter().flat_map(|q| client.take_all(q)).collect(),
-            poisoned: client.take_all("delaytopo.poison"),
-        }
-    }
-
-    pub fn all(&self) -> impl Iterator<Item = &Taken> {
-        self.cascade
-            .iter()
-            .chain(&self.delivered)
-            .chain(&self.poisoned)
-    }
-
-    /// How many copies of each message id landed somewhere.
-    pub fn copies(&self) -> BTreeMap<&str, usize> {
-        let mut copies = BTreeMap::new();
-        for taken in self.all() {
-            *copies.entry(taken.id.as_str()).or_default() += 1;
-        }
-        copies
-    }
-
-    /// Asserts that every one of `messages` landed, and nothing else; returns
-    /// how many extra copies (duplicates) landed.
-    pub fn assert_none_lost(&self, messages: &[Delayed]) -> usize {
-        let copies = self.copies();
-        let expected: BTreeSet<&str> = messages.iter().map(|m| m.id.as_str()).collect();
-        let missing: Vec<&&str> = expected
-            .iter()
-            .filter(|id| !copies.contains_key(**id))
-            .collect();
-        assert!(missing.is_empty(), "lost: {missing:?}");
-        assert_eq!(copies.len(), expected.len(), "unknown messages appeared");
-        copies.values().map(|n| n - 1).sum()
-    }
-}
-
-/// A message in the target cascade sits in the level of its new delay, which
-/// is what was left of its delay at some moment of the run (µs bounds).
-pub fn assert_remaining_delay(
-    taken: &Taken,
-    sent: &Delayed,
-    target: &Desired,
-    started: i64,
-    finished: i64,
-) {
-    let (delay, address) = taken.cascade_key(target.levels);
-    assert_eq!(address, sent.address);
-    let latest = (sent.due_micros() - started + 500_000) / 1_000_000;
-    let earliest = (sent.due_micros() - finished - 500_000) / 1_000_000;
-    assert!(
-        (earliest as u64..=latest as u64).contains(&delay),
-        "{}: delay {delay} outside {earliest}..={latest}",
-        sent.id
-    );
-    let level = target
-        .queues
-        .iter()
-        .find(|q| q.name == taken.queue)
-        .unwrap()
-        .level;
-    assert_eq!(level, delaytopo::cascade::starting_level(delay));
-    assert_eq!(
-        taken.header_text(TIME_SENT),
-        Some(format_time_sent(sent.sent_micros))
-    );
-    assert_eq!(taken.header_text("x-custom").as_deref(), Some("kept"));
-    assert!(!taken.headers.contains_key("x-first-death-queue"));
 }
 
 /// The duplicates a fault caused are no more than the runs said might land

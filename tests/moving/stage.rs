@@ -84,10 +84,21 @@ impl Stage {
 
     /// `migrate` with `global` options, as a child process.
     pub fn spawn_with(&self, global: &[&str], extra: &[&str]) -> std::process::Child {
+        self.spawn_through(&self.vhost.url(), management(), global, extra)
+    }
+
+    /// `migrate` with `global` options through the given broker URLs.
+    pub fn spawn_through(
+        &self,
+        url: &str,
+        management: &str,
+        global: &[&str],
+        extra: &[&str],
+    ) -> std::process::Child {
         Command::new(assert_cmd::cargo::cargo_bin("delaytopo"))
             .arg("-f")
             .arg(self.vhost.topology_path())
-            .args(["--url", &self.vhost.url(), "--management-url", management()])
+            .args(["--url", url, "--management-url", management])
             .args(global)
             .args(["migrate", "--journal"])
             .arg(self.journal.path())

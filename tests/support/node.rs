@@ -33,7 +33,9 @@
 //! distribution `25710+n`. Slots 0 and 1 are the default 3.10 and 4.0 nodes;
 //! 2..=9 are for TLS nodes (their AMQPS/HTTPS ports taken from further slots'
 //! AMQP/management ports); 10..=29 for clusters of three (10-12 and 13-15 for
-//! the 3.10 and 4.0 clusters, [`cluster`]).
+//! the 3.10 and 4.0 clusters, [`cluster`]). Nodes of one test file: 20/21
+//! (safety), 22/23 (alarms), 24/25 (too_large: a small `max_message_size`),
+//! 28 (migrate_faults restarts it).
 //!
 //! ```ignore
 //! let tls = BrokerSpec::new("tls-3-10", Version::V3_10, 2)
@@ -323,6 +325,36 @@ impl Node {
         let mut all = vec![self.spec.name.as_str()];
         all.extend_from_slice(args);
         script("ctl", &all).output().unwrap()
+    }
+
+    /// Kills the node's Erlang VM with SIGKILL, as a crash or the kernel's
+    /// OOM killer would: no goodbye to its peers or its clients.
+    pub fn kill(&self) {
+        let pid_file = self.dir.join("pid");
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", pid.trim()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -KILL {pid}");
+        // `resume` waits for the pid file the new VM writes.
+        std::fs::remove_file(&pid_file).unwrap();
+        let start = Instant::now();
+        while self.running_node_name().is_some() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "node {} outlived SIGKILL",
+                self.spec.name
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts a killed node again on its data (its cluster membership and
+    /// its replicas), and waits for its management API.
+    pub fn resume(&self) {
+        self.brokers_script("resume", &[]);
+        self.wait_for_management(Duration::from_secs(120));
     }
 
     /// The node name the management port answers with, if it answers.

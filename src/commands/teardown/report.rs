@@ -4,8 +4,10 @@
 use serde_json::{json, Value};
 
 use super::plan::{Holding, LevelQueue};
+use crate::cascade::Desired;
 use crate::commands::fanout::VhostOutcome;
-use crate::observe::ObservedBinding;
+use crate::counted::counted;
+use crate::observe::{Observed, ObservedBinding};
 
 /// Everything one vhost's teardown did or found, for both renderings.
 #[derive(Debug, Default)]
@@ -22,6 +24,8 @@ pub(super) struct Report {
     pub(super) lost_unforced: bool,
     /// Cascade entities a last look found after the deletes (a concurrent install).
     pub(super) still_present: Vec<String>,
+    /// Endpoint queues and exchanges the topology declares, left in place.
+    pub(super) kept_endpoints: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -33,6 +37,21 @@ pub(super) struct Refusal {
 }
 
 impl Report {
+    /// Notes the declared endpoint entities teardown leaves alone: those the
+    /// management API shows, or all of them when it could not be read.
+    pub(super) fn keep_endpoints(&mut self, desired: &Desired, observed: Option<&Observed>) {
+        let present = |entity: &String| match (observed, entity.split_once(' ')) {
+            (Some(o), Some(("queue", name))) => o.queues.contains_key(name),
+            (Some(o), Some((_, name))) => o.exchanges.contains_key(name),
+            (None, _) => true,
+            (Some(_), None) => false,
+        };
+        self.kept_endpoints = desired
+            .declared_endpoint_entities()
+            .filter(present)
+            .collect();
+    }
+
     pub(super) fn finish(self, vhost: &str) -> VhostOutcome {
         let ok = self.refusal.is_none() && !self.lost_unforced && self.still_present.is_empty();
         let text = self.text(vhost);
@@ -120,6 +139,14 @@ impl Report {
                 messages(self.discarded.iter().map(|(_, n)| n).sum())
             ));
         }
+        if self.refusal.is_none() {
+            for entity in &self.kept_endpoints {
+                text.push_str(&format!(
+                    "kept endpoint {entity} (declared by the topology; teardown never deletes \
+                     endpoints)\n"
+                ));
+            }
+        }
         for warning in &self.warnings {
             text.push_str(&format!("warning: {warning}\n"));
         }
@@ -179,6 +206,7 @@ impl Report {
                 "total": self.discarded.iter().map(|(_, n)| n).sum::<u64>(),
             },
             "kept": self.kept.iter().map(|(q, h)| holding(q, h)).collect::<Vec<_>>(),
+            "kept_endpoints": self.kept_endpoints,
             "warnings": self.warnings,
         })
     }
@@ -202,7 +230,7 @@ fn describe_holding(holding: &Holding) -> String {
 }
 
 pub(super) fn messages(count: u64) -> String {
-    format!("{count} message{}", plural(count as usize))
+    counted(count, "message")
 }
 
 pub(super) fn plural(count: usize) -> &'static str {
@@ -210,5 +238,126 @@ pub(super) fn plural(count: usize) -> &'static str {
         ""
     } else {
         "s"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_fixtures::{desired, installed, observed_queue};
+
+    #[test]
+    fn declared_endpoints_present_are_reported_kept() {
+        let d =
+            desired("endpoints:\n  - address: Sales\n    bind_to: exchange\n    declare: true\n");
+        let mut observed = installed(&d);
+        observed
+            .queues
+            .insert("Sales".into(), observed_queue("Sales", Default::default()));
+        let mut report = Report {
+            removed_queues: vec!["a".into()],
+            ..Report::default()
+        };
+        report.keep_endpoints(&d, Some(&observed));
+        let outcome = report.finish("v");
+        assert!(
+            outcome.text.contains(
+                "kept endpoint queue Sales (declared by the topology; teardown never deletes \
+                 endpoints)\n"
+            ) && !outcome.text.contains("exchange Sales"),
+            "{}",
+            outcome.text
+        );
+        assert_eq!(outcome.json["kept_endpoints"], json!(["queue Sales"]));
+        let mut blind = Report::default();
+        blind.keep_endpoints(&d, None);
+        assert_eq!(blind.kept_endpoints, ["exchange Sales", "queue Sales"]);
+    }
+
+    fn level(level: u8) -> LevelQueue {
+        LevelQueue {
+            level,
+            name: format!("nsb.v2.delay-level-{level:02}"),
+            at_least_once: true,
+            ttl_ms: 1000 << level,
+            dead_letter_exchange: None,
+        }
+    }
+
+    #[test]
+    fn a_refusal_lists_each_level_and_the_total() {
+        let report = Report {
+            refusal: Some(Refusal {
+                reason: "level queues hold delayed messages".into(),
+                levels: vec![
+                    (
+                        level(11),
+                        Holding {
+                            ready_now: 2,
+                            ..Holding::default()
+                        },
+                    ),
+                    (
+                        level(0),
+                        Holding {
+                            statistics_messages: 1,
+                            dead_letter_backlog: 1,
+                            ..Holding::default()
+                        },
+                    ),
+                ],
+                restored: false,
+            }),
+            ..Report::default()
+        };
+        let outcome = report.finish("v");
+        assert!(!outcome.ok);
+        assert!(
+            outcome.text.contains("nothing was changed"),
+            "{}",
+            outcome.text
+        );
+        assert!(outcome
+            .text
+            .contains("level 11  nsb.v2.delay-level-11  2 messages (2 ready)"));
+        assert!(outcome
+            .text
+            .contains("1 message (1 in the dead-letter backlog"));
+        assert!(outcome.text.contains("3 messages in 2 levels"));
+        assert_eq!(outcome.json["refused"]["total"], 3);
+        assert_eq!(
+            outcome.json["refused"]["levels"][1]["dead_letter_backlog"],
+            1
+        );
+        assert_eq!(outcome.json["discarded"]["total"], 0);
+    }
+
+    #[test]
+    fn a_forced_delete_reports_what_it_discarded() {
+        let report = Report {
+            removed_exchanges: vec!["a".into(), "b".into()],
+            removed_queues: vec!["a".into()],
+            discarded: vec![(level(3), 2), (level(5), 1)],
+            ..Report::default()
+        };
+        let outcome = report.finish("v");
+        assert!(outcome.ok);
+        assert!(outcome
+            .text
+            .contains("removed 2 exchanges, 1 queue and 0 bindings"));
+        assert!(outcome.text.contains("discarded 3 messages in total"));
+        assert_eq!(outcome.json["discarded"]["levels"][0]["messages"], 2);
+        assert_eq!(outcome.json["mode"], "delete");
+    }
+
+    #[test]
+    fn messages_lost_without_force_are_not_ok() {
+        let report = Report {
+            removed_queues: vec!["a".into()],
+            discarded: vec![(level(3), 1)],
+            lost_unforced: true,
+            ..Report::default()
+        };
+        assert!(!report.finish("v").ok);
     }
 }

@@ -1,0 +1,93 @@
+//! Where the messages of a finished move are, every id counted, and where
+//! a moved message must sit in the target cascade.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use delaytopo::cascade::Desired;
+use delaytopo::moving::headers::{format_time_sent, TIME_SENT};
+
+use super::{Client, Delayed, Taken};
+
+/// Where the messages of a finished move are.
+#[derive(Default)]
+pub struct Inventory {
+    /// In the target cascade's level queues.
+    pub cascade: Vec<Taken>,
+    /// In endpoint queues (they were due).
+    pub delivered: Vec<Taken>,
+    pub poisoned: Vec<Taken>,
+}
+
+impl Inventory {
+    /// Takes every message out of the target cascade, `endpoints` and the poison queue.
+    pub fn take(client: &Client, target: &Desired, endpoints: &[&str]) -> Inventory {
+        Inventory {
+            cascade: client.take_cascade(target),
+            delivered: endpoints.iter().flat_map(|q| client.take_all(q)).collect(),
+            poisoned: client.take_all("delaytopo.poison"),
+        }
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Taken> {
+        self.cascade
+            .iter()
+            .chain(&self.delivered)
+            .chain(&self.poisoned)
+    }
+
+    /// How many copies of each message id landed somewhere.
+    pub fn copies(&self) -> BTreeMap<&str, usize> {
+        let mut copies = BTreeMap::new();
+        for taken in self.all() {
+            *copies.entry(taken.id.as_str()).or_default() += 1;
+        }
+        copies
+    }
+
+    /// Asserts that every one of `messages` landed, and nothing else; returns
+    /// how many extra copies (duplicates) landed.
+    pub fn assert_none_lost(&self, messages: &[Delayed]) -> usize {
+        let copies = self.copies();
+        let expected: BTreeSet<&str> = messages.iter().map(|m| m.id.as_str()).collect();
+        let missing: Vec<&&str> = expected
+            .iter()
+            .filter(|id| !copies.contains_key(**id))
+            .collect();
+        assert!(missing.is_empty(), "lost: {missing:?}");
+        assert_eq!(copies.len(), expected.len(), "unknown messages appeared");
+        copies.values().map(|n| n - 1).sum()
+    }
+}
+
+/// A message in the target cascade sits in the level of its new delay, which
+/// is what was left of its delay at some moment of the run (µs bounds).
+pub fn assert_remaining_delay(
+    taken: &Taken,
+    sent: &Delayed,
+    target: &Desired,
+    started: i64,
+    finished: i64,
+) {
+    let (delay, address) = taken.cascade_key(target.levels);
+    assert_eq!(address, sent.address);
+    let latest = (sent.due_micros() - started + 500_000) / 1_000_000;
+    let earliest = (sent.due_micros() - finished - 500_000) / 1_000_000;
+    assert!(
+        (earliest as u64..=latest as u64).contains(&delay),
+        "{}: delay {delay} outside {earliest}..={latest}",
+        sent.id
+    );
+    let level = target
+        .queues
+        .iter()
+        .find(|q| q.name == taken.queue)
+        .unwrap()
+        .level;
+    assert_eq!(level, delaytopo::cascade::starting_level(delay));
+    assert_eq!(
+        taken.header_text(TIME_SENT),
+        Some(format_time_sent(sent.sent_micros))
+    );
+    assert_eq!(taken.header_text("x-custom").as_deref(), Some("kept"));
+    assert!(!taken.headers.contains_key("x-first-death-queue"));
+}
