@@ -286,7 +286,8 @@ pub struct MoveArgs {
     #[arg(long)]
     pub no_journal: bool,
     /// How long to keep reconnecting, with backoff, while a broker is down
-    /// (a restart) before giving up with exit 3.
+    /// (a restart), or publishing again while the target refuses messages,
+    /// before giving up with exit 3.
     #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub reconnect_for: u64,
     /// The target's `max_message_size` in bytes, when it is not its version's

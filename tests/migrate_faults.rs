@@ -1,6 +1,7 @@
 //! `migrate` under faults, every message id counted: a connection closed
 //! by the broker, the process killed (with and without the journal),
-//! stopped by SIGINT or SIGTERM, and the broker restarted mid-run. Nothing
+//! stopped by SIGINT or SIGTERM, the broker restarted mid-run, and a target
+//! that refuses messages (publisher nacks) for a while. Nothing
 //! is lost; what lands twice is only what the tool could not know had
 //! landed, and it says how many.
 
@@ -342,5 +343,41 @@ fn a_broker_restart_mid_run_does_not_end_it() {
         reqwest::Method::DELETE,
         format!("vhosts/{}", encode(&vhost)),
         None,
+    );
+}
+
+#[test]
+fn a_target_that_refuses_for_a_while_gets_every_message_and_poisons_none() {
+    let messages = population(2000, now_micros(), &DELIVERABLE);
+    let stage = Stage::new("migrate-nack", &messages);
+    // The target's level queues full at once: with their `reject-publish`
+    // overflow, the broker nacks every publish into them, as a quorum queue
+    // without a leader does while a node fails.
+    let policy = format!("policies/{}/delaytopo-test-full", encode(&stage.vhost.name));
+    api(
+        reqwest::Method::PUT,
+        &policy,
+        Some(serde_json::json!({
+            "pattern": r"^nsb\.v2\.delay-level-", "apply-to": "queues",
+            "definition": {"max-length": 0}, "priority": 0})),
+    );
+    let child = stage.spawn_migrate(&["--prefetch", "200"]);
+    std::thread::sleep(Duration::from_secs(4));
+    api(reqwest::Method::DELETE, &policy, None);
+    let output = child.wait_with_output().unwrap();
+    let report = stdout_json(&output);
+    assert!(output.status.success(), "{report:#}");
+    // Before, each refused message went to the poison queue.
+    assert_eq!(report["poisoned"], 0, "{report:#}");
+    assert!(
+        report["refusals"].as_u64().unwrap() > 0,
+        "the target never refused: {report:#}"
+    );
+    assert!(report["reconnects"].as_u64().unwrap() > 0, "{report:#}");
+    let duplicates = stage.inventory().assert_none_lost(&messages);
+    assert_duplicates_reported(std::slice::from_ref(&report), duplicates);
+    eprintln!(
+        "refused for 4 s: {} refusals, {} reconnects, {duplicates} duplicates, {} in doubt",
+        report["refusals"], report["reconnects"], report["in_doubt"]
     );
 }

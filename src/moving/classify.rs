@@ -43,10 +43,6 @@ pub enum PoisonReason {
         address: String,
         detail: String,
     },
-    /// The target broker refused the message (publisher nack).
-    Refused {
-        exchange: String,
-    },
     /// The target broker returned the message as unroutable.
     Unroutable {
         exchange: String,
@@ -67,7 +63,6 @@ impl PoisonReason {
             PoisonReason::NoDestination { address, .. } => {
                 format!("no destination for address {address}")
             }
-            PoisonReason::Refused { .. } => "refused by the target broker".into(),
             PoisonReason::Unroutable { .. } => "unroutable in the target cascade".into(),
         }
     }
@@ -93,9 +88,6 @@ impl fmt::Display for PoisonReason {
             ),
             PoisonReason::NoDestination { address, detail } => {
                 write!(f, "no destination for address {address}: {detail}")
-            }
-            PoisonReason::Refused { exchange } => {
-                write!(f, "the target broker refused the message (nack) at exchange {exchange}")
             }
             PoisonReason::Unroutable { exchange, reply } => {
                 write!(f, "unroutable from exchange {exchange}: {reply}")

@@ -63,6 +63,8 @@ pub struct Ledger {
     /// earlier one says the journal) without a confirm arriving, and
     /// published again: these may be in the target twice.
     pub in_doubt_redelivered: u64,
+    /// Publishes the target refused (publisher nack), each published again.
+    pub refusals: u64,
     /// Messages without a message id: nothing can recognise them again, so
     /// for them the move is at-least-once only.
     pub without_id: u64,

@@ -244,19 +244,15 @@ impl Pump<'_> {
                 exchange,
                 routing_key,
                 ..
-            } => {
-                let properties = match headers {
-                    Some(h) => delivery
-                        .properties
-                        .clone()
-                        .with_headers(headers::without_bookkeeping(h)),
-                    None => delivery.properties.clone(),
-                };
-                Some(
-                    self.publish(exchange, routing_key, &delivery.data, properties)
-                        .await?,
+            } => Some(
+                self.publish(
+                    exchange,
+                    routing_key,
+                    &delivery.data,
+                    moved_properties(&delivery.properties),
                 )
-            }
+                .await?,
+            ),
             Outbound::Poison(reason) => Some(
                 self.publish_poison(
                     level,
@@ -270,7 +266,8 @@ impl Pump<'_> {
             Outbound::Skip | Outbound::Keep => None,
         };
         let routing_key = source_key.to_string();
-        handover
+        let published = confirm.is_some();
+        let handed = handover
             .send(InFlight {
                 delivery_tag: delivery.delivery_tag,
                 level,
@@ -282,7 +279,14 @@ impl Pump<'_> {
                 properties: delivery.properties,
                 routing_key,
             })
-            .await?;
+            .await;
+        if let Err(error) = handed {
+            // The settler stopped: nobody waits for this publish's confirm.
+            if published {
+                self.in_doubt(identity);
+            }
+            return Err(error);
+        }
         handover.kept += u64::from(kept);
         if fenced {
             // Nothing follows a fenced publish until its confirm.
@@ -368,6 +372,17 @@ impl Pump<'_> {
             properties.clone().with_headers(headers),
         )
         .await
+    }
+}
+
+/// A message's properties as it is published to the target: without the
+/// source's bookkeeping headers.
+pub(super) fn moved_properties(properties: &BasicProperties) -> BasicProperties {
+    match properties.headers() {
+        Some(h) => properties
+            .clone()
+            .with_headers(headers::without_bookkeeping(h)),
+        None => properties.clone(),
     }
 }
 

@@ -13,6 +13,7 @@ use crate::amqp::{self, bounded};
 use crate::exit;
 use crate::failover;
 use crate::moving::routes::Routes;
+use crate::moving::settle::TargetRefusing;
 use crate::moving::size_limit::TooLargeForTarget;
 use crate::moving::watch::short_duration;
 use crate::moving::{Job, RunState, Shared};
@@ -133,7 +134,9 @@ impl Shared<'_> {
                                 .note(&format!("{error}; larger messages stay in the source"));
                             continue;
                         }
-                        Err(error) if lost => error,
+                        // Refused on every quick try: a new session (a
+                        // new channel) may be taken where this one is not.
+                        Err(error) if lost || error.is::<TargetRefusing>() => error,
                         Err(error) => return Err(error),
                     }
                 }
@@ -158,8 +161,13 @@ impl Shared<'_> {
                 ));
             }
             state.reconnects += 1;
+            let what = if error.is::<TargetRefusing>() {
+                "target refusing"
+            } else {
+                "connection lost"
+            };
             self.watch.note(&format!(
-                "connection lost ({error:#}); reconnecting in {:.1} s",
+                "{what} ({error:#}); reconnecting in {:.1} s",
                 pause.as_secs_f64()
             ));
             let mut waiting = self.interrupt.clone();

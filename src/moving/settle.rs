@@ -1,9 +1,10 @@
 //! The settling half of a pass, in two tasks side by side:
 //!
 //! - the collector waits for the target's confirm of each message in
-//!   delivery order (a nack or a return sends it to the poison queue
-//!   instead, and waits for that confirm) and records what landed, in the
-//!   ledger and in the journal;
+//!   delivery order (a return sends it to the poison queue instead, and
+//!   waits for that confirm; a nack is the target's passing state: the
+//!   message is published again, and the session reopened if the refusal
+//!   lasts) and records what landed, in the ledger and in the journal;
 //! - the acknowledger fsyncs the journal, then acknowledges at the source,
 //!   with one multiple ack, everything collected so far.
 //!
@@ -19,17 +20,30 @@
 //! that come back are recognised. When the target connection dies, the
 //! messages whose confirm never came are "in doubt": they may have landed.
 
+use std::time::Duration;
+
 use anyhow::Result;
 use lapin::options::BasicAckOptions;
-use lapin::{Confirmation, PublisherConfirm};
+use lapin::{BasicProperties, Confirmation, PublisherConfirm};
 use tokio::sync::{mpsc, watch};
 
 use crate::amqp::{bounded, describe};
 use crate::exit::broker;
 use crate::moving::classify::PoisonReason;
 use crate::moving::identity::Identity;
-use crate::moving::pump::{InFlight, Outbound, Pump};
+use crate::moving::pump::{moved_properties, InFlight, Outbound, Pump};
 use crate::moving::size_limit::TooLargeForTarget;
+
+/// The target refused a message (publisher nack) on every quick try: the
+/// session is opened again, and the message stays in its source meanwhile.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the target refuses messages published to exchange {exchange} (publisher nack: a \
+     level queue without a leader, or full with reject-publish)"
+)]
+pub struct TargetRefusing {
+    pub exchange: String,
+}
 
 /// A message the collector is done with, for the acknowledger.
 #[derive(Debug, Clone, Copy)]
@@ -80,6 +94,12 @@ impl Pump<'_> {
                     }
                     let _ = done.send(Settled::Landed(tag));
                     collected.send_replace(Some(tag));
+                }
+                Err(error) if error.is::<TargetRefusing>() => {
+                    // The refused message did not land; the channel still
+                    // answers for what followed it.
+                    self.settle_behind_refusal(&mut settling).await?;
+                    return Err(error);
                 }
                 Err(error) => {
                     // The message refused as too large did not land; what
@@ -162,7 +182,7 @@ impl Pump<'_> {
     }
 
     /// A message published whose confirm will never be seen: it may have landed.
-    fn in_doubt(&self, identity: Option<Identity>) {
+    pub(super) fn in_doubt(&self, identity: Option<Identity>) {
         self.ledger.lock().expect("ledger lock").in_doubt(identity);
     }
 
@@ -173,13 +193,20 @@ impl Pump<'_> {
             self.record(item.level, item.identity, &item.outbound);
             return Ok(item.delivery_tag);
         };
-        let confirmation = self.confirmation(confirm).await?;
+        let mut confirmation = self.confirmation(confirm).await?;
         // Taken or refused for another reason: the body size passed.
         self.size_limit.confirmed(item.data.len());
         let exchange = match &item.outbound {
             Outbound::Move { exchange, .. } => exchange.clone(),
             Outbound::Poison(_) | Outbound::Skip | Outbound::Keep => String::new(),
         };
+        if let (Confirmation::Nack(None), Outbound::Move { routing_key, .. }) =
+            (&confirmation, &item.outbound)
+        {
+            confirmation = self
+                .until_taken(&exchange, routing_key, &item.data, &item.properties)
+                .await?;
+        }
         let refused = match confirmation {
             Confirmation::Ack(None) => None,
             Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
@@ -188,7 +215,13 @@ impl Pump<'_> {
                     reply: format!("{} {}", returned.reply_code, returned.reply_text),
                 })
             }
-            Confirmation::Nack(None) => Some(PoisonReason::Refused { exchange }),
+            // Only a poison publish gets here refused: a move is retried until taken.
+            Confirmation::Nack(None) => {
+                return Err(broker(format!(
+                    "the poison queue {} refused a message (nack)",
+                    self.job.poison_queue
+                )))
+            }
             Confirmation::NotRequested => {
                 return Err(broker("publisher confirms are off on the target channel"))
             }
@@ -219,6 +252,64 @@ impl Pump<'_> {
         };
         self.record(item.level, item.identity, &outbound);
         Ok(item.delivery_tag)
+    }
+
+    /// Publishes a message the target refused (a publisher nack) again, a
+    /// few times within a second. A quorum queue refuses while it has no
+    /// leader (a node failed, an election runs) or while it is full with
+    /// `reject-publish`: the refusal is the target's state, not the
+    /// message's, so the message is not poisoned. A refusal that outlasts the
+    /// tries ends the session with [`TargetRefusing`]: the session is opened
+    /// again, as after a lost connection, because a channel that a quorum
+    /// queue told to stop can go on being refused after the queue takes
+    /// messages again (seen on 3.10.8 once a length limit was lifted).
+    async fn until_taken(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        data: &[u8],
+        properties: &BasicProperties,
+    ) -> Result<Confirmation> {
+        for pause in [50, 150, 400] {
+            self.ledger.lock().expect("ledger lock").refusals += 1;
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            let confirm = self
+                .publish(exchange, routing_key, data, moved_properties(properties))
+                .await?;
+            let confirmation = self.confirmation(confirm).await?;
+            if !matches!(confirmation, Confirmation::Nack(None)) {
+                return Ok(confirmation);
+            }
+        }
+        self.ledger.lock().expect("ledger lock").refusals += 1;
+        Err(TargetRefusing {
+            exchange: exchange.to_string(),
+        }
+        .into())
+    }
+
+    /// After a refusal, what was in flight behind the refused message: each
+    /// one the target confirmed is recorded as landed (it is not
+    /// acknowledged at the source, since the refused one before it is not:
+    /// it comes back and is recognised), a refused or returned one did not
+    /// land, and one whose answer does not come is in doubt.
+    async fn settle_behind_refusal(&self, settling: &mut mpsc::Receiver<InFlight>) -> Result<()> {
+        while let Ok(item) = settling.try_recv() {
+            let Some(confirm) = item.confirm else {
+                continue;
+            };
+            match self.confirmation(confirm).await {
+                Ok(Confirmation::Ack(None)) => {
+                    self.record(item.level, item.identity, &item.outbound);
+                    if let (Some(journal), Some(identity)) = (self.journal, item.identity) {
+                        journal.append(&identity)?;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => self.in_doubt(item.identity),
+            }
+        }
+        Ok(())
     }
 
     fn expect_landed(&self, confirmation: Confirmation) -> Result<()> {

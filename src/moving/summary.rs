@@ -204,6 +204,7 @@ pub(super) fn render(
         "skipped_from_journal": ledger.skipped_from_journal,
         "possible_duplicates": ledger.possible_duplicates,
         "in_doubt": ledger.in_doubt_redelivered,
+        "refusals": ledger.refusals,
         "without_id": ledger.without_id,
         "interrupted": state.interrupted,
         "left_counted": state.left_counted,
@@ -318,6 +319,13 @@ fn duplicate_notes(ledger: &Ledger, state: &RunState) -> Vec<String> {
             "note: {} no message id: they cannot be recognised if they come back, \
              so for them the move is at-least-once",
             has(ledger.without_id)
+        ));
+    }
+    if ledger.refusals > 0 {
+        notes.push(format!(
+            "note: the target refused a publish {} (publisher nack: a queue without a \
+             leader for a moment, or full); each refused message was published again",
+            counted(ledger.refusals, "time")
         ));
     }
     if ledger.in_doubt_redelivered > 0 {
