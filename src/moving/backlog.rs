@@ -9,7 +9,8 @@
 //! queues have no consumers of their own, so after a run that lost a
 //! connection (or follows one that did), such messages belong to a consumer
 //! that is gone: a quorum queue keeps what a consumer on a node that went
-//! down had taken until that node returns. They are neither ready nor moved,
+//! down had taken until that node returns (sometimes longer: 3.10.8 was seen
+//! to keep them over a minute after). They are neither ready nor moved,
 //! so the run is not done.
 
 use std::collections::BTreeMap;

@@ -158,6 +158,14 @@ impl Pump<'_> {
             };
             if drained {
                 replacing = false;
+                if !cancelled {
+                    // A quorum queue (3.10.8 seen) does not give back what a
+                    // cancelled consumer holds when the consumer's node dies,
+                    // not even once the node is back: everything this
+                    // consumer took is acknowledged before it is cancelled
+                    // (a message arriving meanwhile is taken after).
+                    handover.acknowledged().await?;
+                }
             }
             if (drained || replacing) && !cancelled {
                 self.cancel(queue, channel, &consumer).await?;

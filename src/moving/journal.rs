@@ -17,7 +17,8 @@
 //! doubt" to the next run. It may be in the target (the broker took the
 //! publish, the confirm never arrived) or not; it is published again, and
 //! counted, so that the report says exactly how many messages may be there
-//! twice.
+//! twice. A publish the target refused or returned is noted too (`-`): it
+//! did not land, and is not in doubt.
 //!
 //! One file per move (source vhost and cascade, target vhost and cascade),
 //! a header line naming the move, then one identity per line. A torn last
@@ -39,6 +40,8 @@ use crate::moving::identity::Identity;
 const MAGIC: &str = "delaytopo-journal v1";
 /// The prefix of a "being published" line.
 const IN_DOUBT: char = '?';
+/// The prefix of a "the target refused it" line: that publish did not land.
+const REFUSED: char = '-';
 
 /// What the journal says of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +146,12 @@ impl Journal {
         self.write(&format!("{IN_DOUBT}{}\n", identity.to_hex()))
     }
 
+    /// Notes that the message's last publish did not land (the target
+    /// refused or returned it): no longer in doubt, unless published again.
+    pub fn refused(&self, identity: &Identity) -> Result<()> {
+        self.write(&format!("{REFUSED}{}\n", identity.to_hex()))
+    }
+
     fn write(&self, line: &str) -> Result<()> {
         let Some(mut file) = self.file.as_ref() else {
             return Ok(());
@@ -224,9 +233,15 @@ fn read(path: &Path, header: &str) -> Result<(HashSet<Identity>, HashSet<Identit
     for line in lines {
         let line = line?;
         // A line torn by a crash mid-write is not an identity: skipped.
-        match line.strip_prefix(IN_DOUBT) {
-            Some(hex) => published.extend(Identity::from_hex(hex)),
-            None => landed.extend(Identity::from_hex(&line)),
+        // In order: a message refused, then published again, is in doubt.
+        if let Some(hex) = line.strip_prefix(IN_DOUBT) {
+            published.extend(Identity::from_hex(hex));
+        } else if let Some(hex) = line.strip_prefix(REFUSED) {
+            if let Some(identity) = Identity::from_hex(hex) {
+                published.remove(&identity);
+            }
+        } else {
+            landed.extend(Identity::from_hex(&line));
         }
     }
     published.retain(|identity| !landed.contains(identity));
@@ -332,6 +347,21 @@ mod tests {
         assert_eq!(journal.known(&identity(1)), Known::Landed);
         assert_eq!(journal.known(&identity(2)), Known::InDoubt);
         assert_eq!(journal.earlier_count(), 1);
+    }
+
+    #[test]
+    fn a_refused_publish_is_not_in_doubt_until_published_again() {
+        let directory = tempfile::tempdir().unwrap();
+        let journal = Journal::open(directory.path(), "m", false).unwrap();
+        for n in [1, 2] {
+            journal.publishing(&identity(n)).unwrap();
+            journal.refused(&identity(n)).unwrap();
+        }
+        journal.publishing(&identity(2)).unwrap();
+        drop(journal);
+        let journal = Journal::open(directory.path(), "m", true).unwrap();
+        assert_eq!(journal.known(&identity(1)), Known::Unknown);
+        assert_eq!(journal.known(&identity(2)), Known::InDoubt);
     }
 
     #[test]

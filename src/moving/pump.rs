@@ -110,6 +110,8 @@ pub(super) struct Handover {
     to_settler: mpsc::Sender<InFlight>,
     /// The delivery tag the settler settled last.
     settled: watch::Receiver<Option<u64>>,
+    /// The delivery tag acknowledged at the source (or kept) last.
+    acknowledged: watch::Receiver<Option<u64>>,
     /// The delivery tag handed over last.
     last: Option<u64>,
     /// Messages kept (too large) in this pass.
@@ -127,17 +129,28 @@ impl Handover {
         Ok(())
     }
 
+    /// Waits until everything handed over is acknowledged at the source
+    /// (or kept): the consumer that took it holds none of it any more.
+    pub(super) async fn acknowledged(&mut self) -> Result<()> {
+        reached(&mut self.acknowledged, self.last).await
+    }
+
     /// Waits until the settler has settled everything handed over.
     async fn settled(&mut self) -> Result<()> {
-        let Some(last) = self.last else {
-            return Ok(());
-        };
-        self.settled
-            .wait_for(|settled| settled.is_some_and(|tag| tag >= last))
-            .await
-            .map(|_| ())
-            .map_err(|_| broker("the settler stopped"))
+        reached(&mut self.settled, self.last).await
     }
+}
+
+/// Waits until `progress` (a delivery tag) reaches `last`, if anything was handed over.
+async fn reached(progress: &mut watch::Receiver<Option<u64>>, last: Option<u64>) -> Result<()> {
+    let Some(last) = last else {
+        return Ok(());
+    };
+    progress
+        .wait_for(|done| done.is_some_and(|tag| tag >= last))
+        .await
+        .map(|_| ())
+        .map_err(|_| broker("the settler stopped"))
 }
 
 impl Pump<'_> {
@@ -147,9 +160,11 @@ impl Pump<'_> {
     pub async fn pass(&self, levels: &[(u8, u64)], routes: &mut Routes) -> Result<PassEnd> {
         let (to_settler, settling) = mpsc::channel(usize::from(self.job.prefetch));
         let (collected, settled) = watch::channel(None);
+        let (acknowledging, acknowledged) = watch::channel(None);
         let mut handover = Handover {
             to_settler,
             settled,
+            acknowledged,
             last: None,
             kept: 0,
         };
@@ -166,7 +181,7 @@ impl Pump<'_> {
         };
         // Not try_join: when taking fails, the settler still collects the
         // confirms already on their way.
-        let (taken, settled) = tokio::join!(take, self.settle(settling, collected));
+        let (taken, settled) = tokio::join!(take, self.settle(settling, collected, acknowledging));
         // The settler's failure (the target) explains the taker's ("the settler stopped").
         settled?;
         let (end, kept) = taken?;

@@ -51,21 +51,23 @@ enum Settled {
     /// Safe in the target (or the poison queue), or landed before.
     Landed(u64),
     /// Kept in the source: never to be acknowledged.
-    Kept,
+    Kept(u64),
 }
 
 impl Pump<'_> {
     /// Settles what the taker hands over; `collected` tells the taker the
-    /// last delivery tag settled (for its fences).
+    /// last delivery tag settled (for its fences), `acknowledged` the last
+    /// one acknowledged at the source or kept (before it cancels a consumer).
     pub(super) async fn settle(
         &self,
         settling: mpsc::Receiver<InFlight>,
         collected: watch::Sender<Option<u64>>,
+        acknowledged: watch::Sender<Option<u64>>,
     ) -> Result<()> {
         let (done, acknowledging) = mpsc::unbounded_channel();
         let (collecting, acknowledging) = tokio::join!(
             self.collect(settling, collected, done),
-            self.acknowledge(acknowledging)
+            self.acknowledge(acknowledging, acknowledged)
         );
         // The target's failure first: it explains the rest.
         collecting?;
@@ -85,7 +87,7 @@ impl Pump<'_> {
             match self.settle_one(item).await {
                 Ok(tag) if kept => {
                     // A gone acknowledger (the source connection died) changes nothing here.
-                    let _ = done.send(Settled::Kept);
+                    let _ = done.send(Settled::Kept(tag));
                     collected.send_replace(Some(tag));
                 }
                 Ok(tag) => {
@@ -98,6 +100,7 @@ impl Pump<'_> {
                 Err(error) if error.is::<TargetRefusing>() => {
                     // The refused message did not land; the channel still
                     // answers for what followed it.
+                    self.not_landed(identity)?;
                     self.settle_behind_refusal(&mut settling).await?;
                     return Err(error);
                 }
@@ -124,20 +127,34 @@ impl Pump<'_> {
     /// one multiple ack for all of it until a message is kept, then each
     /// alone. When the source is gone, it stops (the collector goes on:
     /// what landed must be known when it comes back).
-    async fn acknowledge(&self, mut settled: mpsc::UnboundedReceiver<Settled>) -> Result<()> {
+    async fn acknowledge(
+        &self,
+        mut settled: mpsc::UnboundedReceiver<Settled>,
+        acknowledged: watch::Sender<Option<u64>>,
+    ) -> Result<()> {
         let mut holding = false;
         while let Some(first) = settled.recv().await {
-            let (mut upto, mut alone) = (None, Vec::new());
+            let (mut upto, mut alone, mut through) = (None, Vec::new(), 0);
             let mut next = Some(first);
             while let Some(item) = next {
                 match item {
-                    Settled::Kept => holding = true,
-                    Settled::Landed(tag) if holding => alone.push(tag),
-                    Settled::Landed(tag) => upto = Some(tag),
+                    Settled::Kept(tag) => {
+                        holding = true;
+                        through = tag;
+                    }
+                    Settled::Landed(tag) if holding => {
+                        alone.push(tag);
+                        through = tag;
+                    }
+                    Settled::Landed(tag) => {
+                        upto = Some(tag);
+                        through = tag;
+                    }
                 }
                 next = settled.try_recv().ok();
             }
             if upto.is_none() && alone.is_empty() {
+                acknowledged.send_replace(Some(through));
                 continue;
             }
             if let Some(journal) = self.journal {
@@ -154,6 +171,7 @@ impl Pump<'_> {
                 )
                 .await?;
             }
+            acknowledged.send_replace(Some(through));
         }
         Ok(())
     }
@@ -305,11 +323,19 @@ impl Pump<'_> {
                         journal.append(&identity)?;
                     }
                 }
-                Ok(_) => {}
+                Ok(_) => self.not_landed(item.identity)?,
                 Err(_) => self.in_doubt(item.identity),
             }
         }
         Ok(())
+    }
+
+    /// A publish the target refused or returned: not in doubt to a later run.
+    fn not_landed(&self, identity: Option<Identity>) -> Result<()> {
+        match (self.journal, identity) {
+            (Some(journal), Some(identity)) => journal.refused(&identity),
+            _ => Ok(()),
+        }
     }
 
     fn expect_landed(&self, confirmation: Confirmation) -> Result<()> {

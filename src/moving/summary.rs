@@ -257,8 +257,9 @@ fn warnings(job: &Job, routes: &Routes, state: &RunState) -> Vec<String> {
                 if stuck.held > 0 {
                     warnings.push(format!(
                         "{} of {name} {} held unacknowledged by a consumer that is gone \
-                         (a connection through a node that went down keeps them until \
-                         that node is back): run again then to move them",
+                         (a quorum queue keeps what a consumer through a node that went \
+                         down took, until that node is back and sometimes longer): run \
+                         again later to move them",
                         counted(stuck.held, "message"),
                         is_are(stuck.held)
                     ));

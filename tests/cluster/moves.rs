@@ -62,7 +62,8 @@ impl Move<'_> {
     /// Runs the move, kills `victim` (the node it uses) once the target
     /// holds part of the messages, lets that run end, then runs it again
     /// until it is done: with the victim still down at first (a new process
-    /// passes over it), then back. Every id is accounted for.
+    /// passes over it), then back; the broker may go on holding what the
+    /// dead node's consumer took. Every id is accounted for.
     fn killing(&self, victim: &Node) {
         let child = (self.command)()
             .stdout(Stdio::piped())
@@ -92,7 +93,27 @@ impl Move<'_> {
         if !resumed {
             victim.resume();
         }
-        assert_eq!(reports.last().unwrap()["ok"], true, "{reports:#?}");
+        let last = reports.last().unwrap();
+        if last["ok"] != true {
+            // What a consumer through the killed node held may stay held by
+            // the broker after the node is back (9 messages for over a
+            // minute on 3.10.8): the run says so and is not ok. Nothing else
+            // may be left, and the inventory below finds every id landed.
+            assert!(
+                last["held_unacknowledged"].as_u64().unwrap() > 0
+                    && last["found"] == 0
+                    && last["warnings"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .all(|w| w.as_str().unwrap().contains("held unacknowledged")),
+                "{reports:#?}"
+            );
+            eprintln!(
+                "{}: {} messages still held by the killed node's consumer",
+                self.what, last["held_unacknowledged"]
+            );
+        }
         let (from_client, source) = self.from;
         assert_eq!(from_client.ready_in_cascade(source), 0);
         self.account(&reports);
