@@ -180,8 +180,6 @@ pub struct Extra<'a> {
 
 /// Names a probe queue (and a failed probe's sink) can have.
 const PROBE_QUEUES: &str = r"delaytopo\.probe\.[0-9a-f]{16}";
-/// A move's witness (exchange and queue of one name) in the target vhost.
-const WITNESSES: &str = r"delaytopo\.move-witness\.[0-9a-f]{16}";
 /// Server-named queues: transfer's same-broker check declares one.
 const SERVER_NAMED_QUEUES: &str = r"amq\.gen-.*";
 const NO_FEATURE_FLAGS: &str = "without the `administrator` tag the feature flags \
@@ -239,15 +237,6 @@ impl Needs {
     fn poison(&mut self, queue: &str) {
         self.configure.add([queue]);
         self.write.add(["amq.default"]);
-    }
-
-    /// The move's witness: declared, published to, bound to the cascade's
-    /// highest level exchange (`read` on it as the binding's source), read
-    /// and removed.
-    fn witness(&mut self) {
-        self.configure.add_pattern(WITNESSES);
-        self.write.add_pattern(WITNESSES);
-        self.read.add_pattern(WITNESSES);
     }
 
     pub fn grant(&self, command: &str) -> Grant {
@@ -324,7 +313,6 @@ pub fn needs(command: &str, desired: &Desired, extra: &Extra<'_>) -> Option<Need
             needs.bind(desired);
             needs.publish(desired);
             needs.poison(extra.poison_queue);
-            needs.witness();
             if let Some(source) = extra.migrate_source {
                 needs.read.add(source.queues.iter().map(|q| q.name.clone()));
             }
@@ -338,7 +326,6 @@ pub fn needs(command: &str, desired: &Desired, extra: &Extra<'_>) -> Option<Need
             needs.bind(desired);
             needs.publish(desired);
             needs.poison(extra.poison_queue);
-            needs.witness();
             needs
                 .read
                 .add(desired.queues.iter().map(|q| q.name.clone()));

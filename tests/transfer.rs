@@ -173,24 +173,21 @@ fn a_killed_transfer_loses_nothing_and_a_rerun_skips_what_the_journal_recorded()
         || stage.source_client.ready_in_cascade(&stage.source_cascade),
     );
     let reports = run_until_ok(|| stage.transfer(), 3);
-    let inventory = stage.inventory();
-    let duplicates = inventory.assert_none_lost(&messages);
+    let duplicates = stage.inventory().assert_none_lost(&messages);
     assert_duplicates_reported(&reports, duplicates);
     let in_doubt = sum(&reports, "in_doubt");
     eprintln!(
-        "transfer killed: {duplicates} duplicates, {in_doubt} in doubt, {} skipped from the \
-         journal, {} found in the witness",
-        sum(&reports, "skipped_from_journal"),
-        sum(&reports, "found_in_witness")
+        "transfer killed: {duplicates} duplicates, {in_doubt} in doubt, {} skipped from the journal",
+        sum(&reports, "skipped_from_journal")
     );
-    // The journal knows what was confirmed, the target's witness what
-    // landed unconfirmed: no delayed message lands twice. One already due
-    // goes to its endpoint without the witness, and is named if in doubt.
-    assert_eq!(inventory.delayed_duplicates(), 0, "{reports:#?}");
+    // Only what was published without a confirm yet can land twice, and
+    // the re-run names it.
     assert!(duplicates as u64 <= in_doubt, "{reports:#?}");
-    assert!(in_doubt <= 2 * 20, "{reports:#?}");
+    assert!(
+        in_doubt <= 2 * 20,
+        "about --prefetch 20 in flight: {reports:#?}"
+    );
     assert_eq!(reports.last().unwrap()["journal"]["existed"], true);
-    assert_no_witness_left(&stage.target);
 }
 
 #[test]

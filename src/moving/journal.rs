@@ -13,9 +13,8 @@
 //! confirm was lost with the connection (also at most `--prefetch`).
 //!
 //! Each message is also noted just before it is published (`?` and its
-//! identity, not fsynced; `~` when the move's witness sees the publish):
-//! a message noted but never confirmed is "in doubt" to the next run,
-//! unless the witness settles it (see `witness`). It may be in the target (the broker took the
+//! identity, not fsynced): a message noted but never confirmed is "in
+//! doubt" to the next run. It may be in the target (the broker took the
 //! publish, the confirm never arrived) or not; it is published again, and
 //! counted, so that the report says exactly how many messages may be there
 //! twice. A publish the target refused or returned is noted too (`-`): it
@@ -30,7 +29,7 @@ use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context as _, Result};
 use sha2::{Digest, Sha256};
@@ -43,14 +42,6 @@ const MAGIC: &str = "delaytopo-journal v1";
 const IN_DOUBT: char = '?';
 /// The prefix of a "the target refused it" line: that publish did not land.
 const REFUSED: char = '-';
-/// The prefix of a "being published through the witness" line: the
-/// witness tells the next run whether it landed.
-const WITNESSED: char = '~';
-/// The prefix of a "not landed, says the witness" line.
-const NOT_IN_WITNESS: char = '=';
-/// The line written once the witness was emptied: the copies of refused
-/// publishes went with it.
-const WITNESS_EMPTIED: &str = "#";
 
 /// What the journal says of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,22 +56,10 @@ pub enum Known {
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
-    /// The line naming the move.
-    header: String,
     /// Identities recorded by earlier runs of this move as landed.
     earlier: HashSet<Identity>,
     /// Published by an earlier run, but never confirmed to it.
     in_doubt: HashSet<Identity>,
-    /// Published by an earlier run through the witness, never confirmed
-    /// to it: the witness says whether they landed.
-    witnessed: HashSet<Identity>,
-    /// The witness was gone when this run looked (removed by hand): what
-    /// it would have settled is in doubt.
-    witness_lost: AtomicBool,
-    /// Published through the witness and refused (nacked) since it was
-    /// last emptied: a copy in the witness proves nothing (the witness
-    /// takes its copy even when the level queue refuses).
-    refuted: HashSet<Identity>,
     /// Whether an earlier run of this move left the journal (it did not finish).
     pub existed: bool,
     /// Open for appending; `None` in a dry run, which only reads.
@@ -118,7 +97,7 @@ impl Journal {
             }
             Some(file)
         };
-        let (earlier, in_doubt, witnessed, refuted) = if existed {
+        let (earlier, in_doubt) = if existed {
             read(&path, header).with_context(context)?
         } else {
             Default::default()
@@ -128,12 +107,8 @@ impl Journal {
         }
         Ok(Journal {
             path,
-            header: header.to_string(),
             earlier,
             in_doubt,
-            witnessed,
-            witness_lost: AtomicBool::new(false),
-            refuted,
             existed,
             file,
             appended: AtomicU64::new(0),
@@ -144,49 +119,11 @@ impl Journal {
         &self.path
     }
 
-    /// 16 hex digits naming this move (the journal's and its witness's).
-    pub fn key(&self) -> String {
-        key(&self.header)
-    }
-
-    /// Earlier runs published through a witness that is no longer there:
-    /// those publishes are in doubt again.
-    pub fn witness_lost(&self) {
-        self.witness_lost.store(true, Ordering::Relaxed);
-    }
-
-    /// Earlier runs' publishes through the witness whose confirm never came.
-    pub fn witnessed(&self) -> impl Iterator<Item = &Identity> {
-        self.witnessed.iter()
-    }
-
-    pub fn is_witnessed(&self, identity: &Identity) -> bool {
-        self.witnessed.contains(identity)
-    }
-
-    /// Whether an earlier run's publish of this message through the witness
-    /// was refused, and the witness not emptied since.
-    pub fn refuted(&self, identity: &Identity) -> bool {
-        self.refuted.contains(identity)
-    }
-
-    /// Notes a witnessed publish the witness showed did not land.
-    pub fn not_in_witness(&self, identity: &Identity) -> Result<()> {
-        self.write(&format!("{NOT_IN_WITNESS}{}\n", identity.to_hex()))
-    }
-
-    /// Notes that the witness was emptied.
-    pub fn witness_emptied(&self) -> Result<()> {
-        self.write(&format!("{WITNESS_EMPTIED}\n"))
-    }
-
     /// What earlier runs recorded of this message.
     pub fn known(&self, identity: &Identity) -> Known {
         if self.earlier.contains(identity) {
             Known::Landed
-        } else if self.in_doubt.contains(identity)
-            || (self.witness_lost.load(Ordering::Relaxed) && self.witnessed.contains(identity))
-        {
+        } else if self.in_doubt.contains(identity) {
             Known::InDoubt
         } else {
             Known::Unknown
@@ -204,10 +141,9 @@ impl Journal {
     }
 
     /// Notes a message about to be published (before the publish, so that
-    /// no publish can happen without its note), and whether through the witness.
-    pub fn publishing(&self, identity: &Identity, witnessed: bool) -> Result<()> {
-        let prefix = if witnessed { WITNESSED } else { IN_DOUBT };
-        self.write(&format!("{prefix}{}\n", identity.to_hex()))
+    /// no publish can happen without its note).
+    pub fn publishing(&self, identity: &Identity) -> Result<()> {
+        self.write(&format!("{IN_DOUBT}{}\n", identity.to_hex()))
     }
 
     /// Notes that the message's last publish did not land (the target
@@ -265,15 +201,10 @@ impl Journal {
     }
 }
 
-/// 16 hex digits of the header's hash.
-fn key(header: &str) -> String {
-    let digest = Sha256::digest(header.as_bytes());
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// `<first words of the header>-<its key>.journal`.
+/// `<first words of the header>-<16 hex digits of its hash>.journal`.
 fn file_name(header: &str) -> String {
-    let hash = key(header);
+    let digest = Sha256::digest(header.as_bytes());
+    let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
     let readable: String = header
         .chars()
         .take(48)
@@ -288,17 +219,8 @@ fn file_name(header: &str) -> String {
     format!("{readable}-{hash}.journal")
 }
 
-/// What earlier runs wrote: landed, published never confirmed, published
-/// through the witness never confirmed, and refused while witnessed.
-type Recorded = (
-    HashSet<Identity>,
-    HashSet<Identity>,
-    HashSet<Identity>,
-    HashSet<Identity>,
-);
-
 /// The landed identities, and the published ones never confirmed.
-fn read(path: &Path, header: &str) -> Result<Recorded> {
+fn read(path: &Path, header: &str) -> Result<(HashSet<Identity>, HashSet<Identity>)> {
     let mut lines = BufReader::new(File::open(path)?).lines();
     let first = lines.next().transpose()?.unwrap_or_default();
     if first != format!("{MAGIC}\t{header}") {
@@ -307,37 +229,23 @@ fn read(path: &Path, header: &str) -> Result<Recorded> {
             path.display()
         )));
     }
-    let (mut landed, mut published, mut witnessed, mut refuted): Recorded = Default::default();
+    let (mut landed, mut published) = (HashSet::new(), HashSet::new());
     for line in lines {
         let line = line?;
         // A line torn by a crash mid-write is not an identity: skipped.
         // In order: a message refused, then published again, is in doubt.
         if let Some(hex) = line.strip_prefix(IN_DOUBT) {
             published.extend(Identity::from_hex(hex));
-        } else if let Some(hex) = line.strip_prefix(WITNESSED) {
-            witnessed.extend(Identity::from_hex(hex));
         } else if let Some(hex) = line.strip_prefix(REFUSED) {
             if let Some(identity) = Identity::from_hex(hex) {
                 published.remove(&identity);
-                if witnessed.remove(&identity) {
-                    refuted.insert(identity);
-                }
             }
-        } else if let Some(hex) = line.strip_prefix(NOT_IN_WITNESS) {
-            if let Some(identity) = Identity::from_hex(hex) {
-                published.remove(&identity);
-                witnessed.remove(&identity);
-            }
-        } else if line == WITNESS_EMPTIED {
-            refuted.clear();
         } else {
             landed.extend(Identity::from_hex(&line));
         }
     }
     published.retain(|identity| !landed.contains(identity));
-    witnessed.retain(|identity| !landed.contains(identity) && !published.contains(identity));
-    refuted.retain(|identity| !landed.contains(identity));
-    Ok((landed, published, witnessed, refuted))
+    Ok((landed, published))
 }
 
 /// After a torn last line, the next record must start on a line of its own.
@@ -431,7 +339,7 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let journal = Journal::open(directory.path(), "m", false).unwrap();
         for n in [1, 2] {
-            journal.publishing(&identity(n), false).unwrap();
+            journal.publishing(&identity(n)).unwrap();
         }
         journal.append(&identity(1)).unwrap();
         drop(journal);
@@ -446,48 +354,14 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let journal = Journal::open(directory.path(), "m", false).unwrap();
         for n in [1, 2] {
-            journal.publishing(&identity(n), false).unwrap();
+            journal.publishing(&identity(n)).unwrap();
             journal.refused(&identity(n)).unwrap();
         }
-        journal.publishing(&identity(2), false).unwrap();
+        journal.publishing(&identity(2)).unwrap();
         drop(journal);
         let journal = Journal::open(directory.path(), "m", true).unwrap();
         assert_eq!(journal.known(&identity(1)), Known::Unknown);
         assert_eq!(journal.known(&identity(2)), Known::InDoubt);
-    }
-
-    #[test]
-    fn the_witness_settles_witnessed_publishes_and_a_refused_ones_copy_proves_nothing() {
-        let directory = tempfile::tempdir().unwrap();
-        let journal = Journal::open(directory.path(), "m", false).unwrap();
-        // 1 witnessed, no confirm; 2 refused once, published again, no
-        // confirm; 3 refused for good; 4 refused before the witness was emptied.
-        journal.publishing(&identity(1), true).unwrap();
-        journal.publishing(&identity(2), true).unwrap();
-        journal.refused(&identity(2)).unwrap();
-        journal.publishing(&identity(2), true).unwrap();
-        journal.publishing(&identity(3), true).unwrap();
-        journal.refused(&identity(3)).unwrap();
-        journal.publishing(&identity(4), true).unwrap();
-        journal.refused(&identity(4)).unwrap();
-        drop(journal);
-        let read = Journal::open(directory.path(), "m", true).unwrap();
-        assert!(read.is_witnessed(&identity(1)) && !read.refuted(&identity(1)));
-        assert!(read.is_witnessed(&identity(2)) && read.refuted(&identity(2)));
-        assert!(!read.is_witnessed(&identity(3)) && read.refuted(&identity(3)));
-        // Not in doubt: the witness tells, unless it is gone.
-        assert_eq!(read.known(&identity(1)), Known::Unknown);
-        read.witness_lost();
-        assert_eq!(read.known(&identity(1)), Known::InDoubt);
-        assert_eq!(read.known(&identity(3)), Known::Unknown);
-
-        let journal = Journal::open(directory.path(), "m", false).unwrap();
-        journal.not_in_witness(&identity(1)).unwrap();
-        journal.witness_emptied().unwrap();
-        drop(journal);
-        let read = Journal::open(directory.path(), "m", true).unwrap();
-        assert!(!read.is_witnessed(&identity(1)));
-        assert!(!read.refuted(&identity(4)));
     }
 
     #[test]

@@ -65,9 +65,6 @@ pub struct Ledger {
     pub in_doubt_redelivered: u64,
     /// Publishes the target refused (publisher nack), each published again.
     pub refusals: u64,
-    /// Publishes whose confirm never came (the process or a connection
-    /// died) that the move's witness showed had landed: not published again.
-    pub found_in_witness: u64,
     /// Messages without a message id: nothing can recognise them again, so
     /// for them the move is at-least-once only.
     pub without_id: u64,
@@ -75,11 +72,6 @@ pub struct Ledger {
     landed: HashSet<Identity>,
     /// Published by this run without a confirm before the connection died.
     in_doubt: HashSet<Identity>,
-    /// The same, published through the witness: it settles them.
-    witnessed_in_doubt: HashSet<Identity>,
-    /// Published through the witness and refused since it was last
-    /// emptied: a copy there proves nothing.
-    refuted: HashSet<Identity>,
     /// Messages too large for the target, by identity: the level each was
     /// taken from last (one that expired into a lower level while it was
     /// held is counted there once that level is drained).
@@ -112,11 +104,8 @@ impl Ledger {
         } else {
             if redelivered {
                 self.possible_duplicates += 1;
-                self.in_doubt_redelivered += u64::from(
-                    journal == Known::InDoubt
-                        || self.in_doubt.contains(identity)
-                        || self.witnessed_in_doubt.contains(identity),
-                );
+                self.in_doubt_redelivered +=
+                    u64::from(journal == Known::InDoubt || self.in_doubt.contains(identity));
             }
             Seen::New
         }
@@ -180,61 +169,9 @@ impl Ledger {
         self.levels.entry(level).or_default().skipped += 1;
     }
 
-    /// Notes messages published without a confirm when the connection
-    /// died; `witnessed`: through the witness, which will settle them.
-    pub fn in_doubt(&mut self, identities: impl IntoIterator<Item = Identity>, witnessed: bool) {
-        if witnessed {
-            self.witnessed_in_doubt.extend(identities);
-        } else {
-            self.in_doubt.extend(identities);
-        }
-    }
-
-    /// The witness was read (and emptied): `landed` are the messages it
-    /// holds that were not known as landed, `doubtful` those it holds
-    /// whose publish was refused (published again, they may land twice).
-    /// Every witnessed publish of this run is settled.
-    pub fn witness_read(&mut self, landed: &[Identity], doubtful: &[Identity]) {
-        self.found_in_witness += landed.len() as u64;
-        self.landed.extend(landed.iter().copied());
-        self.in_doubt.extend(doubtful.iter().copied());
-        self.witnessed_in_doubt.clear();
-        self.refuted.clear();
-    }
-
-    /// A publish through the witness was refused: its copy there proves nothing.
-    pub fn refuted(&mut self, identity: Identity) {
-        self.refuted.insert(identity);
-    }
-
-    pub fn is_refuted(&self, identity: &Identity) -> bool {
-        self.refuted.contains(identity)
-    }
-
-    /// The witness was emptied: no refused publish's copy is left in it.
-    pub fn witness_emptied(&mut self) {
-        self.refuted.clear();
-    }
-
-    /// A publish through the witness was refused and is published again:
-    /// one of its two queues may have taken it, so it may land twice.
-    pub fn witnessed_retry(&mut self) {
-        self.possible_duplicates += 1;
-        self.in_doubt_redelivered += 1;
-    }
-
-    /// This run's witnessed publishes whose confirm never came.
-    pub fn witnessed_in_doubt(&self) -> impl Iterator<Item = &Identity> {
-        self.witnessed_in_doubt.iter()
-    }
-
-    pub fn is_witnessed_in_doubt(&self, identity: &Identity) -> bool {
-        self.witnessed_in_doubt.contains(identity)
-    }
-
-    /// Whether this run saw the target confirm this message.
-    pub fn landed_this_run(&self, identity: &Identity) -> bool {
-        self.landed.contains(identity)
+    /// Notes messages published without a confirm when the connection died.
+    pub fn in_doubt(&mut self, identities: impl IntoIterator<Item = Identity>) {
+        self.in_doubt.extend(identities);
     }
 
     pub fn total(&self) -> LevelCounts {
@@ -284,7 +221,7 @@ mod tests {
             Seen::LandedBefore
         );
         ledger.skipped(5);
-        ledger.in_doubt([key(3)], false);
+        ledger.in_doubt([key(3)]);
         assert_eq!(
             ledger.received(Some(&key(3)), true, Known::Unknown),
             Seen::New

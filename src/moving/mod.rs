@@ -31,7 +31,6 @@ pub mod size_limit;
 mod summary;
 pub mod target_cascade;
 pub mod watch;
-pub mod witness;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -55,7 +54,6 @@ pub use session::Session;
 use size_limit::SizeLimit;
 use target_cascade::{ensure_target_cascade, CascadeCheck};
 use watch::Watch;
-use witness::Witness;
 
 /// Passes over the source levels before the run gives up on stragglers
 /// (messages that arrive in a level after it was drained).
@@ -205,11 +203,6 @@ pub async fn run(job: &Job) -> Result<VhostOutcome> {
         Some(directory) => Some(Journal::open(directory, &job.name(), job.dry_run)?),
         None => None,
     };
-    // The witness settles what the journal cannot: only beside a journal.
-    let witness = journal
-        .as_ref()
-        .filter(|_| !job.dry_run)
-        .map(|j| Witness::new(&j.key(), &job.to.cascade));
     let ledger = Mutex::new(Ledger::default());
     let size_limit = SizeLimit::new(job.max_message_size, None);
     let mut routes = Routes::new(&job.to.cascade, job.dry_run);
@@ -234,7 +227,6 @@ pub async fn run(job: &Job) -> Result<VhostOutcome> {
         watch: &watch,
         interrupt: &interrupt,
         size_limit: &size_limit,
-        witness: witness.as_ref(),
     };
     if let Err(error) = shared.keep_moving(&mut routes, &mut state).await {
         // A run that failed before landing anything leaves no journal behind.
@@ -290,7 +282,6 @@ struct Shared<'a> {
     watch: &'a Watch,
     interrupt: &'a Interrupt,
     size_limit: &'a SizeLimit,
-    witness: Option<&'a Witness>,
 }
 
 impl Shared<'_> {
@@ -333,27 +324,6 @@ impl Shared<'_> {
             )
             .await?;
         }
-        if let Some(witness) = self.witness {
-            self.read_witness(witness, session).await?;
-        }
-        self.passes(session, routes, state).await?;
-        // Everything published is settled and journaled: the witness's
-        // copies are not needed any more.
-        if let Some(witness) = self.witness {
-            witness.remove(&job.to.broker, &session.to).await?;
-        }
-        Ok(())
-    }
-
-    /// Passes over the source levels until they are drained (or stopped),
-    /// then the count of what is left.
-    async fn passes(
-        &self,
-        session: &Session,
-        routes: &mut Routes,
-        state: &mut RunState,
-    ) -> Result<()> {
-        let job = self.job;
         let passes = if job.dry_run { 1 } else { MAX_PASSES };
         for _ in 0..passes {
             if let Some(signal) = self.interrupt.requested() {
@@ -381,7 +351,6 @@ impl Shared<'_> {
                 watch: self.watch,
                 interrupt: self.interrupt,
                 size_limit: self.size_limit,
-                witness: self.witness,
             }
             .pass(&levels, routes)
             .await?;

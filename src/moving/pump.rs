@@ -52,7 +52,6 @@ use crate::moving::ledger::{Ledger, Seen};
 use crate::moving::routes::Routes;
 use crate::moving::size_limit::SizeLimit;
 use crate::moving::watch::Watch;
-use crate::moving::witness::{Witness, PURGE_EVERY};
 use crate::moving::{Job, Session};
 
 /// Where a message is being published.
@@ -62,8 +61,6 @@ pub(super) enum Outbound {
         exchange: String,
         routing_key: String,
         delivered_now: bool,
-        /// Published through the move's witness (`exchange` is its name).
-        witnessed: bool,
     },
     Poison(PoisonReason),
     /// It landed already (this run, or an earlier one says the journal):
@@ -72,18 +69,6 @@ pub(super) enum Outbound {
     /// Too large for the target: not published, held until the pass ends
     /// and then given back to its source queue.
     Keep,
-}
-
-impl Outbound {
-    pub(super) fn witnessed(&self) -> bool {
-        matches!(
-            self,
-            Outbound::Move {
-                witnessed: true,
-                ..
-            }
-        )
-    }
 }
 
 /// A message handed to the settler: published but not yet confirmed (or
@@ -118,7 +103,6 @@ pub struct Pump<'a> {
     pub watch: &'a Watch,
     pub interrupt: &'a Interrupt,
     pub size_limit: &'a SizeLimit,
-    pub witness: Option<&'a Witness>,
 }
 
 /// The taker's end of a pass's hand-over to the settler.
@@ -132,8 +116,6 @@ pub(super) struct Handover {
     last: Option<u64>,
     /// Messages kept (too large) in this pass.
     kept: u64,
-    /// Messages published through the witness since it was last emptied.
-    witnessed: u64,
 }
 
 impl Handover {
@@ -185,7 +167,6 @@ impl Pump<'_> {
             acknowledged,
             last: None,
             kept: 0,
-            witnessed: 0,
         };
         let take = async move {
             let mut end = PassEnd::Drained;
@@ -194,7 +175,6 @@ impl Pump<'_> {
                 if end == PassEnd::Stopped {
                     break;
                 }
-                self.empty_witness(&mut handover).await?;
             }
             Ok::<_, anyhow::Error>((end, handover.kept))
             // `handover` goes here: the settler finishes what it holds, then ends.
@@ -266,13 +246,8 @@ impl Pump<'_> {
             return Ok(kept);
         }
         let publishing = !matches!(outbound, Outbound::Skip | Outbound::Keep);
-        let witnessed = outbound.witnessed();
-        if witnessed && handover.witnessed >= PURGE_EVERY {
-            self.empty_witness(handover).await?;
-        }
-        handover.witnessed += u64::from(witnessed);
         if let (Some(journal), Some(identity), true) = (self.journal, &identity, publishing) {
-            journal.publishing(identity, witnessed)?;
+            journal.publishing(identity)?;
         }
         let fenced = publishing && self.size_limit.fenced(size);
         if fenced {
@@ -323,7 +298,7 @@ impl Pump<'_> {
         if let Err(error) = handed {
             // The settler stopped: nobody waits for this publish's confirm.
             if published {
-                self.in_doubt(identity, witnessed);
+                self.in_doubt(identity);
             }
             return Err(error);
         }
@@ -355,44 +330,16 @@ impl Pump<'_> {
                     .ensure(&job.to.broker, &self.session.to, &address)
                     .await?
                 {
-                    Ok(()) => {
-                        // Only a copy into a level queue: one due now goes
-                        // to the endpoint, whose queue may be of another
-                        // type (a classic endpoint queue was seen keeping a
-                        // publish whose quorum witness copy was lost with
-                        // the killed process's channel), or an exchange
-                        // that routes nowhere (only a return tells).
-                        let witness = self.witness.filter(|_| delay_seconds > 0);
-                        Outbound::Move {
-                            exchange: witness.map_or(route.exchange, |w| w.name.clone()),
-                            routing_key: route.routing_key,
-                            delivered_now: delay_seconds == 0,
-                            witnessed: witness.is_some(),
-                        }
-                    }
+                    Ok(()) => Outbound::Move {
+                        exchange: route.exchange,
+                        routing_key: route.routing_key,
+                        delivered_now: delay_seconds == 0,
+                    },
                     Err(reason) => Outbound::Poison(reason),
                 },
                 Disposition::Poison(reason) => Outbound::Poison(reason),
             },
         )
-    }
-
-    /// Once everything published so far is confirmed, journaled and
-    /// acknowledged, the witness's copies are no longer needed.
-    async fn empty_witness(&self, handover: &mut Handover) -> Result<()> {
-        let Some(witness) = self.witness.filter(|_| handover.witnessed > 0) else {
-            return Ok(());
-        };
-        handover.acknowledged().await?;
-        witness
-            .purge(&self.job.to.broker, &self.session.publisher)
-            .await?;
-        if let Some(journal) = self.journal {
-            journal.witness_emptied()?;
-        }
-        self.ledger.lock().expect("ledger lock").witness_emptied();
-        handover.witnessed = 0;
-        Ok(())
     }
 
     pub(super) async fn publish(

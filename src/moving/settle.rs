@@ -84,7 +84,6 @@ impl Pump<'_> {
         while let Some(item) = settling.recv().await {
             let (identity, size) = (item.identity, item.data.len() as u64);
             let kept = matches!(item.outbound, Outbound::Keep);
-            let witnessed = item.outbound.witnessed();
             match self.settle_one(item).await {
                 Ok(tag) if kept => {
                     // A gone acknowledger (the source connection died) changes nothing here.
@@ -101,7 +100,7 @@ impl Pump<'_> {
                 Err(error) if error.is::<TargetRefusing>() => {
                     // The refused message did not land; the channel still
                     // answers for what followed it.
-                    self.not_landed(identity, witnessed)?;
+                    self.not_landed(identity)?;
                     self.settle_behind_refusal(&mut settling).await?;
                     return Err(error);
                 }
@@ -111,10 +110,10 @@ impl Pump<'_> {
                     // same channel, the same words) may have.
                     let refused = error.downcast_ref::<TooLargeForTarget>();
                     if refused.is_none_or(|refusal| refusal.size != size) {
-                        self.in_doubt(identity, witnessed);
+                        self.in_doubt(identity);
                     }
                     while let Ok(item) = settling.try_recv() {
-                        self.in_doubt(item.identity, item.outbound.witnessed());
+                        self.in_doubt(item.identity);
                     }
                     return Err(error);
                 }
@@ -201,11 +200,8 @@ impl Pump<'_> {
     }
 
     /// A message published whose confirm will never be seen: it may have landed.
-    pub(super) fn in_doubt(&self, identity: Option<Identity>, witnessed: bool) {
-        self.ledger
-            .lock()
-            .expect("ledger lock")
-            .in_doubt(identity, witnessed);
+    pub(super) fn in_doubt(&self, identity: Option<Identity>) {
+        self.ledger.lock().expect("ledger lock").in_doubt(identity);
     }
 
     /// Waits until one message is safe in the target or the poison queue.
@@ -226,13 +222,7 @@ impl Pump<'_> {
             (&confirmation, &item.outbound)
         {
             confirmation = self
-                .until_taken(
-                    &exchange,
-                    routing_key,
-                    item.identity,
-                    &item.data,
-                    &item.properties,
-                )
+                .until_taken(&exchange, routing_key, &item.data, &item.properties)
                 .await?;
         }
         let refused = match confirmation {
@@ -295,27 +285,12 @@ impl Pump<'_> {
         &self,
         exchange: &str,
         routing_key: &str,
-        identity: Option<Identity>,
         data: &[u8],
         properties: &BasicProperties,
     ) -> Result<Confirmation> {
-        let witnessed = self.witness.is_some_and(|w| w.name == exchange);
-        if witnessed {
-            // The witness may have taken it while the level queue refused,
-            // or the other way round: the retry may land it twice.
-            self.ledger.lock().expect("ledger lock").witnessed_retry();
-        }
         for pause in [50, 150, 400] {
             self.ledger.lock().expect("ledger lock").refusals += 1;
             tokio::time::sleep(Duration::from_millis(pause)).await;
-            if witnessed {
-                // The refused publish's copy in the witness proves nothing;
-                // the next one is witnessed anew.
-                self.not_landed(identity, true)?;
-                if let (Some(journal), Some(identity)) = (self.journal, &identity) {
-                    journal.publishing(identity, true)?;
-                }
-            }
             let confirm = self
                 .publish(exchange, routing_key, data, moved_properties(properties))
                 .await?;
@@ -348,25 +323,18 @@ impl Pump<'_> {
                         journal.append(&identity)?;
                     }
                 }
-                Ok(_) => self.not_landed(item.identity, item.outbound.witnessed())?,
-                Err(_) => self.in_doubt(item.identity, item.outbound.witnessed()),
+                Ok(_) => self.not_landed(item.identity)?,
+                Err(_) => self.in_doubt(item.identity),
             }
         }
         Ok(())
     }
 
-    /// A publish the target refused or returned: not in doubt to a later
-    /// run; through the witness, its copy there proves nothing.
-    fn not_landed(&self, identity: Option<Identity>, witnessed: bool) -> Result<()> {
-        let Some(identity) = identity else {
-            return Ok(());
-        };
-        if witnessed {
-            self.ledger.lock().expect("ledger lock").refuted(identity);
-        }
-        match self.journal {
-            Some(journal) => journal.refused(&identity),
-            None => Ok(()),
+    /// A publish the target refused or returned: not in doubt to a later run.
+    fn not_landed(&self, identity: Option<Identity>) -> Result<()> {
+        match (self.journal, identity) {
+            (Some(journal), Some(identity)) => journal.refused(&identity),
+            _ => Ok(()),
         }
     }
 

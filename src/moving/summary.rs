@@ -204,7 +204,6 @@ pub(super) fn render(
         "skipped_from_journal": ledger.skipped_from_journal,
         "possible_duplicates": ledger.possible_duplicates,
         "in_doubt": ledger.in_doubt_redelivered,
-        "found_in_witness": ledger.found_in_witness,
         "refusals": ledger.refusals,
         "without_id": ledger.without_id,
         "interrupted": state.interrupted,
@@ -328,13 +327,6 @@ fn duplicate_notes(ledger: &Ledger, state: &RunState) -> Vec<String> {
             "note: the target refused a publish {} (publisher nack: a queue without a \
              leader for a moment, or full); each refused message was published again",
             counted(ledger.refusals, "time")
-        ));
-    }
-    if ledger.found_in_witness > 0 {
-        notes.push(format!(
-            "note: the move's witness showed that {} landed although no confirm came \
-             (the process or a connection died before it): not published again",
-            had(ledger.found_in_witness)
         ));
     }
     if ledger.in_doubt_redelivered > 0 {

@@ -44,21 +44,6 @@ impl Inventory {
         copies
     }
 
-    /// Extra copies of messages that were still delayed (one copy at least
-    /// in the cascade, not delivered).
-    pub fn delayed_duplicates(&self) -> usize {
-        let mut copies: BTreeMap<&str, usize> = BTreeMap::new();
-        for taken in self.all() {
-            *copies.entry(taken.id.as_str()).or_default() += 1;
-        }
-        let delayed: BTreeSet<&str> = self.cascade.iter().map(|t| t.id.as_str()).collect();
-        copies
-            .iter()
-            .filter(|(id, _)| delayed.contains(*id))
-            .map(|(_, n)| n - 1)
-            .sum()
-    }
-
     /// Asserts that every one of `messages` landed, and nothing else; returns
     /// how many extra copies (duplicates) landed.
     pub fn assert_none_lost(&self, messages: &[Delayed]) -> usize {

@@ -460,19 +460,3 @@ pub fn kill_mid_run(
     assert!(interrupted, "the run could not be interrupted");
     assert!(in_source() > 0, "the run was over before it was killed");
 }
-
-/// A move that ended removed its witness (exchange and queue).
-pub fn assert_no_witness_left(vhost: &TestVhost) {
-    for kind in ["queues", "exchanges"] {
-        let left: Vec<Value> = vhost
-            .list(kind)
-            .into_iter()
-            .filter(|e| {
-                e["name"]
-                    .as_str()
-                    .is_some_and(|n| n.starts_with("delaytopo.move-witness."))
-            })
-            .collect();
-        assert!(left.is_empty(), "{kind} left: {left:?}");
-    }
-}
