@@ -54,6 +54,14 @@ enum Settled {
     Kept(u64),
 }
 
+impl Settled {
+    fn tag(self) -> u64 {
+        match self {
+            Settled::Landed(tag) | Settled::Kept(tag) => tag,
+        }
+    }
+}
+
 impl Pump<'_> {
     /// Settles what the taker hands over; `collected` tells the taker the
     /// last delivery tag settled (for its fences), `acknowledged` the last
@@ -91,9 +99,7 @@ impl Pump<'_> {
                     collected.send_replace(Some(tag));
                 }
                 Ok(tag) => {
-                    if let (Some(journal), Some(identity)) = (self.journal, identity) {
-                        journal.append(&identity)?;
-                    }
+                    self.journal_landed(identity)?;
                     let _ = done.send(Settled::Landed(tag));
                     collected.send_replace(Some(tag));
                 }
@@ -137,19 +143,11 @@ impl Pump<'_> {
             let (mut upto, mut alone, mut through) = (None, Vec::new(), 0);
             let mut next = Some(first);
             while let Some(item) = next {
+                through = item.tag();
                 match item {
-                    Settled::Kept(tag) => {
-                        holding = true;
-                        through = tag;
-                    }
-                    Settled::Landed(tag) if holding => {
-                        alone.push(tag);
-                        through = tag;
-                    }
-                    Settled::Landed(tag) => {
-                        upto = Some(tag);
-                        through = tag;
-                    }
+                    Settled::Kept(_) => holding = true,
+                    Settled::Landed(tag) if holding => alone.push(tag),
+                    Settled::Landed(tag) => upto = Some(tag),
                 }
                 next = settled.try_recv().ok();
             }
@@ -319,15 +317,22 @@ impl Pump<'_> {
             match self.confirmation(confirm).await {
                 Ok(Confirmation::Ack(None)) => {
                     self.record(item.level, item.identity, &item.outbound);
-                    if let (Some(journal), Some(identity)) = (self.journal, item.identity) {
-                        journal.append(&identity)?;
-                    }
+                    self.journal_landed(item.identity)?;
                 }
                 Ok(_) => self.not_landed(item.identity)?,
                 Err(_) => self.in_doubt(item.identity),
             }
         }
         Ok(())
+    }
+
+    /// A message safe in the target, for the journal (written at once: it
+    /// survives the process being killed; fsynced before its source ack).
+    fn journal_landed(&self, identity: Option<Identity>) -> Result<()> {
+        match (self.journal, identity) {
+            (Some(journal), Some(identity)) => journal.append(&identity),
+            _ => Ok(()),
+        }
     }
 
     /// A publish the target refused or returned: not in doubt to a later run.
