@@ -1,7 +1,7 @@
 //! Publishes a burst through a fanout exchange bound to a classic and a
 //! quorum queue, without waiting for the confirms, says `sent` and waits to
 //! be killed. `tests/publisher_death.rs` kills it and counts what each
-//! queue kept: one publish is not one write when its publisher dies.
+//! queue kept, at the kill and once the counts settle.
 //!
 //! ```text
 //! cargo run --example killed_publisher -- --url amqp://guest:guest@127.0.0.1/v \
