@@ -1,11 +1,12 @@
 //! What a publisher killed mid-burst leaves behind, pinned because moves
-//! depend on it (SIGKILL, then a re-run): a publish routed to two queues
-//! reaches both or neither, but not necessarily by the time the publisher is
-//! dead. Its publishes can go on landing afterwards (seen: 2,523 at the
-//! kill, 4,887 a second later; on a busy node a quorum queue showed none of
-//! 1,600 three seconds after a classic queue had them all). A re-run that
-//! starts at once cannot tell "not there" from "not there yet", which is
-//! why a publish whose confirm never came stays in doubt.
+//! depend on it (SIGKILL, then a re-run). Its publishes can go on landing
+//! after it is dead, and one publish routed to two queues is not one write:
+//! under load a quorum queue lost publishes that a classic queue fed by the
+//! same publishes kept (seen in CI on 3.10.8: 4,636 in the classic queue,
+//! 4,515 in the quorum queue, still so 90 s later; unloaded, the counts
+//! end equal). So a copy in a second queue cannot prove that a message
+//! landed, and a re-run cannot tell "not there" from "not there yet": a
+//! publish whose confirm never came stays in doubt.
 
 mod moving;
 mod support;
@@ -20,7 +21,7 @@ use support::*;
 const BURST: usize = 5000;
 
 #[test]
-fn a_killed_publishers_burst_lands_in_both_queues_or_in_neither() {
+fn a_killed_publishers_burst_can_be_lost_by_a_quorum_queue_and_kept_by_a_classic_one() {
     let vhost = TestVhost::new("killed-publisher");
     let executable = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()
@@ -42,18 +43,18 @@ fn a_killed_publishers_burst_lands_in_both_queues_or_in_neither() {
 
     let client = Client::new(&vhost);
     let at_kill = (client.ready("burst.classic"), client.ready("burst.quorum"));
-    // Settled once both counts stay equal for a second.
+    // Settled once neither count changed for three seconds.
     let started = Instant::now();
     let mut last = at_kill;
     let mut same_since = Instant::now();
     while started.elapsed() < Duration::from_secs(90) {
         std::thread::sleep(Duration::from_millis(250));
         let now = (client.ready("burst.classic"), client.ready("burst.quorum"));
-        if now != last || now.0 != now.1 {
+        if now != last {
             same_since = Instant::now();
         }
         last = now;
-        if same_since.elapsed() > Duration::from_secs(1) {
+        if same_since.elapsed() > Duration::from_secs(3) {
             break;
         }
     }
@@ -68,7 +69,11 @@ fn a_killed_publishers_burst_lands_in_both_queues_or_in_neither() {
     );
     let (classic, quorum) = last;
     assert!(classic > 0, "nothing of the burst landed");
-    // Every publish that reached one queue reached the other. (Whether
-    // any landed after the kill depends on the broker's load: printed.)
-    assert_eq!(classic, quorum, "the two queues disagree");
+    // The quorum queue holds at most what the classic queue kept: what it
+    // misses, it lost (its enqueues applied after the publisher's death
+    // were taken as out of sequence). Whether it misses any depends on load.
+    assert!(
+        quorum <= classic,
+        "the quorum queue holds {quorum}, more than the classic queue's {classic}"
+    );
 }
