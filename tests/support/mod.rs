@@ -17,6 +17,15 @@ mod node;
 pub use node::*;
 pub mod proxy;
 
+/// An example of this repository, built with the tests (`examples/<name>.rs`).
+pub fn example(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("debug/examples")
+        .join(name)
+}
+
 /// `host:port` of the broker's AMQP listener (see [`node`] for how it is chosen).
 pub fn amqp_host_port() -> &'static str {
     &broker().amqp_host_port

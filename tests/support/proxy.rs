@@ -10,10 +10,7 @@ pub struct LatencyProxy {
 
 impl LatencyProxy {
     pub fn start(target_port: u16, delay_ms: u64) -> LatencyProxy {
-        let executable = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .parent()
-            .unwrap()
-            .join("debug/examples/latency_proxy");
+        let executable = super::example("latency_proxy");
         let mut child = std::process::Command::new(&executable)
             .args(["--listen", "0", "--target", &target_port.to_string()])
             .args(["--delay-ms", &delay_ms.to_string()])
