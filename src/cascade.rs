@@ -159,6 +159,12 @@ pub fn level_binding_key(levels: u8, level: u8, bit: u8) -> String {
 pub const PROBE_ADDRESS_PREFIX: &str = "delaytopo.probe.";
 /// The queue that drops every probe message its probe no longer waits for.
 pub const PROBE_SINK_QUEUE: &str = "delaytopo.probe.sink";
+/// What the names of a cascade's staging queues and exchanges begin with.
+pub const STAGING_PREFIX: &str = "delaytopo.staging.";
+/// Staging queues per cascade. The broker dead-letters out of each quorum
+/// queue with one worker that keeps 32 messages in flight (seen on 3.10.8:
+/// about 250 messages a second), so releases are spread over several.
+pub const STAGING_SHARDS: usize = 8;
 
 /// The probe sink's binding key on the delivery exchange: every probe address.
 pub fn probe_sink_binding_key() -> String {
@@ -324,6 +330,22 @@ impl Desired {
             exchange: self.level_name(starting_level(delay_seconds)).to_string(),
             routing_key,
         })
+    }
+
+    /// The staging queues migrate and transfer publish through into this
+    /// cascade (`moving::staging`), each with a fanout exchange of the same
+    /// name. They are not part of what install creates: a move declares
+    /// them, and they stay (empty) for the next move; teardown removes them.
+    pub fn staging_names(&self) -> Vec<String> {
+        (0..STAGING_SHARDS)
+            .map(|shard| format!("{STAGING_PREFIX}{}.{shard}", self.delivery_exchange))
+            .collect()
+    }
+
+    /// The exclusive queue a move holds while it uses the staging queues:
+    /// one move at a time into a cascade.
+    pub fn staging_lock(&self) -> String {
+        format!("{STAGING_PREFIX}{}.lock", self.delivery_exchange)
     }
 
     pub fn owns_exchange(&self, name: &str) -> bool {

@@ -18,9 +18,11 @@ use crate::{capacity, deprecations};
 mod cluster;
 mod jams;
 mod policies;
+mod staging;
 pub use cluster::{alarm_findings, quorum_findings, unsafe_to_write, WriteHazard};
 pub use jams::{backlogged_levels, history_query, jam_findings};
 pub use policies::policy_findings;
+pub use staging::staging_findings;
 
 /// One level queue as verify reports it (JSON `levels`, the text table's rows).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +69,7 @@ pub fn levels(desired: &Desired, queues: &Queues) -> Vec<LevelState> {
 pub fn findings(desired: &Desired, observed: &Observed, structure: &Structure) -> Vec<Finding> {
     let mut found = policy_findings(desired, observed);
     found.extend(crate::loss_guard::findings(desired, &observed.queues));
+    found.extend(staging_findings(desired, &observed.queues));
     if let Some(broker) = &observed.broker {
         found.extend(broker_findings(desired, broker));
         found.extend(versions::findings(desired, &broker.rabbitmq_version));

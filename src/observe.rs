@@ -64,6 +64,9 @@ pub struct ObservedQueue {
     pub messages_unacknowledged: Option<u64>,
     /// Quorum queues' at-least-once dead-letter backlog: invisible to AMQP.
     pub messages_dlx: Option<u64>,
+    /// Consumers: a staging queue has one while a move releases from it.
+    #[serde(default)]
+    pub consumers: Option<u64>,
     #[serde(default)]
     pub members: Vec<String>,
     #[serde(default)]

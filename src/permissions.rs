@@ -234,6 +234,17 @@ impl Needs {
             .add(desired.exchanges.iter().map(|e| e.name.clone()));
     }
 
+    /// Publishes through the target cascade's staging queues and releases
+    /// from them (`moving::staging`): declares them, binds each to its
+    /// exchange, publishes and consumes, and holds the lock queue.
+    fn stage(&mut self, desired: &Desired) {
+        let names = desired.staging_names();
+        self.configure.add(names.iter().cloned());
+        self.configure.add([desired.staging_lock()]);
+        self.write.add(names.iter().cloned());
+        self.read.add(names);
+    }
+
     fn poison(&mut self, queue: &str) {
         self.configure.add([queue]);
         self.write.add(["amq.default"]);
@@ -291,6 +302,10 @@ pub fn needs(command: &str, desired: &Desired, extra: &Extra<'_>) -> Option<Need
             needs.declare(desired);
             if command == "install" {
                 needs.declare_endpoints(desired);
+            } else {
+                // The staging queues and exchanges moves leave, and their lock.
+                needs.configure.add(desired.staging_names());
+                needs.configure.add([desired.staging_lock()]);
             }
             needs.bind(desired);
             needs.observe();
@@ -312,6 +327,7 @@ pub fn needs(command: &str, desired: &Desired, extra: &Extra<'_>) -> Option<Need
             needs.declare(desired);
             needs.bind(desired);
             needs.publish(desired);
+            needs.stage(desired);
             needs.poison(extra.poison_queue);
             if let Some(source) = extra.migrate_source {
                 needs.read.add(source.queues.iter().map(|q| q.name.clone()));
@@ -325,6 +341,7 @@ pub fn needs(command: &str, desired: &Desired, extra: &Extra<'_>) -> Option<Need
             needs.declare(desired);
             needs.bind(desired);
             needs.publish(desired);
+            needs.stage(desired);
             needs.poison(extra.poison_queue);
             needs
                 .read

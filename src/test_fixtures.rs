@@ -26,6 +26,7 @@ pub fn observed_queue(name: &str, arguments: Arguments) -> ObservedQueue {
         messages_ready: Some(0),
         messages_unacknowledged: Some(0),
         messages_dlx: Some(0),
+        consumers: Some(0),
         members: vec!["rabbit@a".into()],
         online: vec!["rabbit@a".into()],
         leader: Some("rabbit@a".into()),

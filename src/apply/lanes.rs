@@ -74,6 +74,11 @@ impl Session {
         })
     }
 
+    /// The connection itself: what lives as long as it does (an exclusive queue).
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
     /// Runs one phase; see [`apply`].
     pub async fn apply(&mut self, ops: &[Operation], progress: &ProgressBar) -> Vec<OpResult> {
         let lanes = self.channels.len();

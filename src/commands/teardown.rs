@@ -51,6 +51,7 @@ mod plan;
 mod report;
 mod restore;
 mod run;
+mod staging;
 
 use std::time::Duration;
 
@@ -70,10 +71,12 @@ use crate::progress::Progress;
 use crate::report::Outcome;
 use crate::target::Target;
 
+use crate::counted::counted;
 use looks::Looks;
 use plan::{Holding, Plan};
 use report::{plural, Refusal, Report};
 use run::{failure, result_text, Run};
+use staging::Staged;
 
 /// Time given to a dead-letter hop in flight at the first check to land in
 /// the next level before the exchanges are deleted.
@@ -184,7 +187,30 @@ async fn teardown(
             return Ok(report.finish(&target.vhost));
         }
     }
-    if plan.is_empty() {
+    let mut session = session;
+    let staged = if options.unbind_only {
+        // Queues stay: a staged message is released into the exchanges
+        // that stay, and waits in the backlog until the bindings return.
+        Staged::default()
+    } else {
+        match staging::check(&mut session, &target, &desired, statistics, options.force).await {
+            Ok(Ok(staged)) => staged,
+            Ok(Err(reason)) => {
+                close(session).await;
+                report.refusal = Some(Refusal {
+                    reason,
+                    levels: Vec::new(),
+                    restored: false,
+                });
+                return Ok(report.finish(&target.vhost));
+            }
+            Err(error) => {
+                close(session).await;
+                return Err(error);
+            }
+        }
+    };
+    if plan.is_empty() && staged.is_empty() {
         close(session).await;
         return Ok(report.finish(&target.vhost));
     }
@@ -221,8 +247,26 @@ async fn teardown(
     };
     bar.finish_and_clear();
     let Looks { session, .. } = looks;
-    close(session.into_inner()).await;
+    let mut session = session.into_inner();
+    // The cascade is gone: nothing is left for the staging queues to release into.
+    let removed = if result.is_ok() && report.refusal.is_none() && !staged.is_empty() {
+        Some(staging::remove(&mut session, &staged).await)
+    } else {
+        None
+    };
+    close(session).await;
     result?;
+    if let Some(removed) = removed {
+        let (exchanges, queues) = removed?;
+        report.removed_exchanges.extend(exchanges);
+        report.removed_queues.extend(queues);
+        if staged.messages() > 0 {
+            report.warnings.push(format!(
+                "discarded {} staged by an interrupted migrate or transfer (--force)",
+                counted(staged.messages(), "message")
+            ));
+        }
+    }
     if let Some(management) = looks.management {
         if !options.unbind_only && report.refusal.is_none() {
             report.still_present = still_present(management, &desired).await?;

@@ -68,6 +68,16 @@ pub struct Ledger {
     /// Messages without a message id: nothing can recognise them again, so
     /// for them the move is at-least-once only.
     pub without_id: u64,
+    /// Copies found in the staging queue when a session began: landed by an
+    /// earlier attempt whose confirm never came (no longer in doubt).
+    pub found_in_staging: u64,
+    /// Copies of one message that reached the staging queue twice (a killed
+    /// publisher's publish that landed late): dropped there, never released.
+    pub dropped_in_staging: u64,
+    /// Copies left in the staging queue at the end with nothing to claim them.
+    pub held_in_staging: u64,
+    /// Identities released from the staging queue into the cascade.
+    pub released: HashSet<Identity>,
     /// Identities of the messages landed in this run.
     landed: HashSet<Identity>,
     /// Published by this run without a confirm before the connection died.
@@ -167,6 +177,12 @@ impl Ledger {
     /// A message acknowledged without publishing: it had landed already.
     pub fn skipped(&mut self, level: u8) {
         self.levels.entry(level).or_default().skipped += 1;
+    }
+
+    /// A copy found in the staging queue: it landed, whatever the journal says.
+    pub fn found_staged(&mut self, identity: Identity) {
+        self.found_in_staging += 1;
+        self.landed.insert(identity);
     }
 
     /// Notes messages published without a confirm when the connection died.

@@ -28,6 +28,7 @@ pub mod routes;
 mod session;
 mod settle;
 pub mod size_limit;
+pub mod staging;
 mod summary;
 pub mod target_cascade;
 pub mod watch;
@@ -160,6 +161,8 @@ struct RunState {
     stuck: Result<BTreeMap<u8, backlog::Stuck>, String>,
     /// The source broker on the node the last attempt used.
     source_in_use: Option<Target>,
+    /// Whether moved messages went through the target's staging queues.
+    staged: bool,
     /// The signal that stopped the run early.
     interrupted: Option<&'static str>,
     /// Whether `left` was counted after the last message was taken (not when
@@ -188,6 +191,7 @@ impl Default for RunState {
             reconnects: 0,
             stuck: Ok(BTreeMap::new()),
             source_in_use: None,
+            staged: false,
             interrupted: None,
             left_counted: false,
             journal: None,
@@ -324,6 +328,55 @@ impl Shared<'_> {
             )
             .await?;
         }
+        if !self.staging_wanted() {
+            return self.passes(session, routes, state, None).await;
+        }
+        state.staged = true;
+        let staging = staging::Staging::of(&job.to.cascade);
+        staging::lock(&job.to.broker, &session.to, &staging).await?;
+        staging::declare(&job.to.broker, &session.to, &staging, &job.to.cascade).await?;
+        let releaser = staging::Releaser::start(
+            &job.to.broker,
+            &session.to,
+            &staging,
+            self.journal,
+            self.ledger,
+        )
+        .await?;
+        let (staged, landed) = tokio::sync::mpsc::unbounded_channel();
+        let passes = async {
+            let passes = self
+                .passes(session, routes, state, Some((&staging, &staged)))
+                .await;
+            drop(staged);
+            passes
+        };
+        let (passes, released) = tokio::join!(passes, releaser.run(landed));
+        passes?;
+        released
+    }
+
+    /// Where moved messages are staged: only into a quorum cascade (the
+    /// staging queue dead-letters at-least-once into it), and only with a
+    /// journal (which says when a staged message may go on).
+    fn staging_wanted(&self) -> bool {
+        let job = self.job;
+        !job.dry_run
+            && self.journal.is_some()
+            && job.to.cascade.queue_type == crate::topology::QueueType::Quorum
+    }
+
+    async fn passes(
+        &self,
+        session: &Session,
+        routes: &mut Routes,
+        state: &mut RunState,
+        staging: Option<(
+            &staging::Staging,
+            &tokio::sync::mpsc::UnboundedSender<Option<identity::Identity>>,
+        )>,
+    ) -> Result<()> {
+        let job = self.job;
         let passes = if job.dry_run { 1 } else { MAX_PASSES };
         for _ in 0..passes {
             if let Some(signal) = self.interrupt.requested() {
@@ -351,6 +404,7 @@ impl Shared<'_> {
                 watch: self.watch,
                 interrupt: self.interrupt,
                 size_limit: self.size_limit,
+                staging,
             }
             .pass(&levels, routes)
             .await?;

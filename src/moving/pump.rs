@@ -103,6 +103,12 @@ pub struct Pump<'a> {
     pub watch: &'a Watch,
     pub interrupt: &'a Interrupt,
     pub size_limit: &'a SizeLimit,
+    /// The staging exchange moved messages are published to, and where the
+    /// collector tells the releaser each one's landing is journaled.
+    pub staging: Option<(
+        &'a crate::moving::staging::Staging,
+        &'a mpsc::UnboundedSender<Option<Identity>>,
+    )>,
 }
 
 /// The taker's end of a pass's hand-over to the settler.
@@ -331,7 +337,10 @@ impl Pump<'_> {
                     .await?
                 {
                     Ok(()) => Outbound::Move {
-                        exchange: route.exchange,
+                        exchange: match self.staging {
+                            Some((staging, _)) => staging.exchange().to_string(),
+                            None => route.exchange,
+                        },
                         routing_key: route.routing_key,
                         delivered_now: delay_seconds == 0,
                     },

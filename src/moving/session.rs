@@ -15,6 +15,7 @@ use crate::failover;
 use crate::moving::routes::Routes;
 use crate::moving::settle::TargetRefusing;
 use crate::moving::size_limit::TooLargeForTarget;
+use crate::moving::staging::StagingLocked;
 use crate::moving::watch::short_duration;
 use crate::moving::{Job, RunState, Shared};
 
@@ -137,6 +138,9 @@ impl Shared<'_> {
                         // Refused on every quick try: a new session (a
                         // new channel) may be taken where this one is not.
                         Err(error) if lost || error.is::<TargetRefusing>() => error,
+                        // After a reconnect, the lock may still be held by
+                        // this run's old connection, until the broker sees it die.
+                        Err(error) if state.reconnects > 0 && error.is::<StagingLocked>() => error,
                         Err(error) => return Err(error),
                     }
                 }

@@ -93,13 +93,16 @@ impl Pump<'_> {
             let (identity, size) = (item.identity, item.data.len() as u64);
             let kept = matches!(item.outbound, Outbound::Keep);
             match self.settle_one(item).await {
-                Ok(tag) if kept => {
+                Ok((tag, _)) if kept => {
                     // A gone acknowledger (the source connection died) changes nothing here.
                     let _ = done.send(Settled::Kept(tag));
                     collected.send_replace(Some(tag));
                 }
-                Ok(tag) => {
+                Ok((tag, moved)) => {
                     self.journal_landed(identity)?;
+                    if moved {
+                        self.staged(identity);
+                    }
                     let _ = done.send(Settled::Landed(tag));
                     collected.send_replace(Some(tag));
                 }
@@ -202,12 +205,13 @@ impl Pump<'_> {
         self.ledger.lock().expect("ledger lock").in_doubt(identity);
     }
 
-    /// Waits until one message is safe in the target or the poison queue.
-    async fn settle_one(&self, item: InFlight) -> Result<u64> {
+    /// Waits until one message is safe in the target or the poison queue;
+    /// with whether it was moved (published where it was meant to go).
+    async fn settle_one(&self, item: InFlight) -> Result<(u64, bool)> {
         let to = &self.job.to.broker;
         let Some(confirm) = item.confirm else {
             self.record(item.level, item.identity, &item.outbound);
-            return Ok(item.delivery_tag);
+            return Ok((item.delivery_tag, false));
         };
         let mut confirmation = self.confirmation(confirm).await?;
         // Taken or refused for another reason: the body size passed.
@@ -267,7 +271,7 @@ impl Pump<'_> {
             }
         };
         self.record(item.level, item.identity, &outbound);
-        Ok(item.delivery_tag)
+        Ok((item.delivery_tag, matches!(outbound, Outbound::Move { .. })))
     }
 
     /// Publishes a message the target refused (a publisher nack) again, a
@@ -318,6 +322,9 @@ impl Pump<'_> {
                 Ok(Confirmation::Ack(None)) => {
                     self.record(item.level, item.identity, &item.outbound);
                     self.journal_landed(item.identity)?;
+                    if matches!(item.outbound, Outbound::Move { .. }) {
+                        self.staged(item.identity);
+                    }
                 }
                 Ok(_) => self.not_landed(item.identity)?,
                 Err(_) => self.in_doubt(item.identity),
@@ -332,6 +339,14 @@ impl Pump<'_> {
         match (self.journal, identity) {
             (Some(journal), Some(identity)) => journal.append(&identity),
             _ => Ok(()),
+        }
+    }
+
+    /// A moved message's landing is journaled: the releaser may let it go.
+    fn staged(&self, identity: Option<Identity>) {
+        if let Some((_, releaser)) = self.staging {
+            // A gone releaser failed the session already.
+            let _ = releaser.send(identity);
         }
     }
 

@@ -204,6 +204,10 @@ pub(super) fn render(
         "skipped_from_journal": ledger.skipped_from_journal,
         "possible_duplicates": ledger.possible_duplicates,
         "in_doubt": ledger.in_doubt_redelivered,
+        "staged": state.staged,
+        "found_in_staging": ledger.found_in_staging,
+        "dropped_in_staging": ledger.dropped_in_staging,
+        "held_in_staging": ledger.held_in_staging,
         "refusals": ledger.refusals,
         "without_id": ledger.without_id,
         "interrupted": state.interrupted,
@@ -329,7 +333,28 @@ fn duplicate_notes(ledger: &Ledger, state: &RunState) -> Vec<String> {
             counted(ledger.refusals, "time")
         ));
     }
-    if ledger.in_doubt_redelivered > 0 {
+    if ledger.found_in_staging > 0 {
+        notes.push(format!(
+            "note: {} found in the staging queues: an interrupted run had landed them \
+             without seeing the confirm, so they were not published again",
+            counted(ledger.found_in_staging, "message")
+        ));
+    }
+    if ledger.held_in_staging > 0 {
+        notes.push(format!(
+            "warning: {} in the staging queues that this run did not publish: \
+             another run's, landed late; the next run releases them into the cascade",
+            counted(ledger.held_in_staging, "copy")
+        ));
+    }
+    if ledger.in_doubt_redelivered > 0 && state.staged {
+        notes.push(format!(
+            "note: {} been published before without a confirm and published again; \
+             the staging queues let one copy of each into the cascade ({} dropped)",
+            had(ledger.in_doubt_redelivered),
+            counted(ledger.dropped_in_staging, "copy")
+        ));
+    } else if ledger.in_doubt_redelivered > 0 {
         notes.push(format!(
             "warning: {} been published before without a confirm (by this run \
              before a connection was lost, or by an interrupted run, says the journal) and \

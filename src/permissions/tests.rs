@@ -36,7 +36,20 @@ fn install_configures_declared_endpoints_and_teardown_does_not() {
         grant("install", yaml).configure,
         format!("^(Sales|{names})$")
     );
-    assert_eq!(grant("teardown", yaml).configure, format!("^({names})$"));
+    // teardown deletes the staging queues moves leave, and takes their lock.
+    let staging = r"delaytopo\.staging\.nsb\.v2\.delay-delivery\.([0-7]|lock)";
+    let teardown = grant("teardown", yaml).configure;
+    assert!(
+        teardown.contains(names) && !teardown.contains("Sales"),
+        "{teardown}"
+    );
+    let matches = |name: &str| regex::Regex::new(&teardown).unwrap().is_match(name);
+    assert!(
+        matches("delaytopo.staging.nsb.v2.delay-delivery.7"),
+        "{teardown} ({staging})"
+    );
+    assert!(matches("delaytopo.staging.nsb.v2.delay-delivery.lock"));
+    assert!(!matches("delaytopo.staging.nsb.v2.delay-delivery.8"));
     // The fanout exchange is the source of its binding to the queue.
     assert_eq!(grant("install", yaml).read, format!("^(Sales|{names})$"));
 }

@@ -182,18 +182,23 @@ impl Client {
     /// Publishes each message where its sender would have: the level exchange
     /// of its delay, with the cascade routing key, all confirmed.
     pub fn publish_delayed(&self, cascade: &Desired, messages: &[Delayed]) {
-        self.publish_delayed_with(cascade, messages, 0, None)
+        self.publish_delayed_with(cascade, messages, 0, None, None)
+    }
+
+    /// The same through `exchange` (a staging exchange), with the same keys.
+    pub fn publish_through(&self, exchange: &str, cascade: &Desired, messages: &[Delayed]) {
+        self.publish_delayed_with(cascade, messages, 0, None, Some(exchange))
     }
 
     /// The same with bodies of at least `body_size` bytes: the id, then spaces.
     pub fn publish_delayed_sized(&self, cascade: &Desired, messages: &[Delayed], body_size: usize) {
-        self.publish_delayed_with(cascade, messages, body_size, None)
+        self.publish_delayed_with(cascade, messages, body_size, None, None)
     }
 
     /// The same with a per-message TTL: the broker itself dead-letters the
     /// messages on at once, with its own `x-death` and `x-first-death-*` headers.
     pub fn publish_expiring(&self, cascade: &Desired, messages: &[Delayed], expiration_ms: u32) {
-        self.publish_delayed_with(cascade, messages, 0, Some(expiration_ms))
+        self.publish_delayed_with(cascade, messages, 0, Some(expiration_ms), None)
     }
 
     fn publish_delayed_with(
@@ -202,6 +207,7 @@ impl Client {
         messages: &[Delayed],
         body_size: usize,
         expiration_ms: Option<u32>,
+        exchange: Option<&str>,
     ) {
         self.runtime.block_on(async {
             let mut confirms = Vec::new();
@@ -219,7 +225,7 @@ impl Client {
                 let confirm = self
                     .channel
                     .basic_publish(
-                        route.exchange.as_str().into(),
+                        exchange.unwrap_or(&route.exchange).into(),
                         route.routing_key.as_str().into(),
                         BasicPublishOptions {
                             mandatory: true,
@@ -236,6 +242,23 @@ impl Client {
                 let confirmation = confirm.await.unwrap();
                 assert_eq!(confirmation, lapin::Confirmation::Ack(None));
             }
+        });
+    }
+
+    /// Declares an exclusive queue, held as long as this client lives.
+    pub fn declare_exclusive(&self, queue: &str) {
+        self.runtime.block_on(async {
+            self.channel
+                .queue_declare(
+                    queue.into(),
+                    QueueDeclareOptions {
+                        exclusive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
         });
     }
 
