@@ -42,6 +42,7 @@ use crate::moving::broker::{close_quietly, refusable};
 use crate::moving::identity::Identity;
 use crate::moving::journal::{Journal, Known};
 use crate::moving::ledger::Ledger;
+use crate::moving::settle::TargetRefusing;
 use crate::target::Target;
 
 const RESOURCE_LOCKED: u16 = 405;
@@ -539,49 +540,68 @@ impl<'a> Releaser<'a> {
 
     /// Publishes a round of markers, one through each staging exchange,
     /// and waits for their confirms: everything confirmed before is ahead
-    /// of them in their queues. Returns the round's number.
+    /// of them in their queues. Returns the round's number. A staging queue
+    /// that refuses (no leader for a moment, or full) is tried again a few
+    /// times, then the session ends with [`TargetRefusing`], as for a
+    /// message.
     async fn publish_markers(&mut self) -> Result<u64> {
         self.rounds += 1;
         let mut confirms = Vec::new();
         for name in &self.staging.names {
-            let mut headers = FieldTable::default();
-            headers.insert(
-                MARKER.into(),
-                AMQPValue::LongString(format!("{} {}", self.token, self.rounds).into()),
-            );
-            confirms.push(
-                bounded(
-                    self.target,
-                    "publishing a staging marker",
-                    self.channel.basic_publish(
-                        name.as_str().into(),
-                        "".into(),
-                        BasicPublishOptions::default(),
-                        b"",
-                        BasicProperties::default().with_headers(headers),
-                    ),
-                )
-                .await?,
-            );
+            confirms.push((name, self.publish_marker(name).await?));
         }
-        for confirm in confirms {
-            match bounded(
+        for (name, confirm) in confirms {
+            let mut confirmation = bounded(
                 self.target,
                 "waiting for a staging marker's confirm",
                 confirm,
             )
-            .await?
-            {
+            .await?;
+            for pause in [50, 150, 400] {
+                if !matches!(confirmation, Confirmation::Nack(_)) {
+                    break;
+                }
+                self.ledger.lock().expect("ledger lock").refusals += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                let again = self.publish_marker(name).await?;
+                confirmation =
+                    bounded(self.target, "waiting for a staging marker's confirm", again).await?;
+            }
+            match confirmation {
                 Confirmation::Ack(_) => {}
-                other => {
-                    return Err(broker(format!(
-                        "a staging queue ({}..) refused a marker: {other:?}",
-                        self.staging.names[0]
-                    )))
+                Confirmation::Nack(_) => {
+                    self.ledger.lock().expect("ledger lock").refusals += 1;
+                    return Err(TargetRefusing {
+                        exchange: name.clone(),
+                    }
+                    .into());
+                }
+                Confirmation::NotRequested => {
+                    return Err(broker("publisher confirms are off on the staging channel"))
                 }
             }
         }
         Ok(self.rounds)
+    }
+
+    async fn publish_marker(&self, name: &str) -> Result<lapin::PublisherConfirm> {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            MARKER.into(),
+            AMQPValue::LongString(format!("{} {}", self.token, self.rounds).into()),
+        );
+        bounded(
+            self.target,
+            "publishing a staging marker",
+            self.channel.basic_publish(
+                name.into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                b"",
+                BasicProperties::default().with_headers(headers),
+            ),
+        )
+        .await
     }
 
     /// The marker number of one of this session's markers.

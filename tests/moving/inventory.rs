@@ -64,8 +64,47 @@ impl Inventory {
 
 /// Waits until the broker has dead-lettered everything a move released from
 /// the target's staging queues (a backlog AMQP cannot count): until what the
-/// target holds has not changed for 2 s.
+/// target holds has not changed for 2 s, and the management API counts
+/// nothing in the staging queues.
 fn released(client: &Client, target: &Desired, endpoints: &[&str]) {
+    let start = Instant::now();
+    while staged_anywhere(client, target) > 0 && start.elapsed() < Duration::from_secs(180) {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    settled(client, target, endpoints);
+}
+
+/// Messages the management API counts in the target's staging queues
+/// (ready, unacknowledged, and released but not yet dead-lettered).
+fn staged_anywhere(client: &Client, target: &Desired) -> u64 {
+    let Some(vhost) = client.vhost() else {
+        return 0;
+    };
+    let queues = crate::support::api(
+        reqwest::Method::GET,
+        &format!(
+            "queues/{}?columns=name,messages,messages_dlx",
+            crate::support::encode(&vhost)
+        ),
+        None,
+    );
+    let staging = target.staging_names();
+    queues
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|q| staging.iter().any(|s| q["name"] == s.as_str()))
+        .map(|q| {
+            q["messages"]
+                .as_u64()
+                .unwrap_or(0)
+                .max(q["messages_dlx"].as_u64().unwrap_or(0))
+        })
+        .sum()
+}
+
+/// Until what the target holds has not changed for 2 s.
+fn settled(client: &Client, target: &Desired, endpoints: &[&str]) {
     let count = || {
         client.ready_in_cascade(target)
             + endpoints.iter().map(|q| client.ready(q)).sum::<u32>()

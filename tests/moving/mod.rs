@@ -179,6 +179,20 @@ impl Client {
         }
     }
 
+    /// The vhost this client is on, when it is on the default test broker
+    /// (the one `support::api` asks).
+    pub fn vhost(&self) -> Option<String> {
+        let (_, rest) = self
+            .url
+            .split_once(&format!("@{}/", crate::support::amqp_host_port()))?;
+        let path = rest.split('?').next().unwrap_or_default();
+        Some(
+            percent_encoding::percent_decode_str(path)
+                .decode_utf8_lossy()
+                .into_owned(),
+        )
+    }
+
     /// Publishes each message where its sender would have: the level exchange
     /// of its delay, with the cascade routing key, all confirmed.
     pub fn publish_delayed(&self, cascade: &Desired, messages: &[Delayed]) {
