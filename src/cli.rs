@@ -285,6 +285,11 @@ pub struct MoveArgs {
     /// may land again what the crashed run had landed.
     #[arg(long)]
     pub no_journal: bool,
+    /// Publish straight into the target cascade, not through its staging
+    /// queues: faster, but a publish whose confirm a killed run never saw
+    /// may then land twice (counted as in doubt).
+    #[arg(long)]
+    pub no_staging: bool,
     /// How long to keep reconnecting, with backoff, while a broker is down
     /// (a restart), or publishing again while the target refuses messages,
     /// before giving up with exit 3.

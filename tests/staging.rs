@@ -13,6 +13,18 @@ use moving::*;
 use serde_json::Value;
 use support::*;
 
+/// Runs `delaytopo -o json ARGS` on the stage's vhost: exit code and report.
+fn json(stage: &Stage, args: &[&str]) -> (Option<i32>, Value) {
+    let output = stage
+        .vhost
+        .delaytopo()
+        .args(["-o", "json"])
+        .args(args)
+        .output()
+        .unwrap();
+    (output.status.code(), stdout_json(&output))
+}
+
 fn kinds(report: &Value) -> Vec<String> {
     report["findings"]
         .as_array()
@@ -46,14 +58,8 @@ fn one_move_at_a_time_holds_the_staging_queues() {
     );
     // Nothing was taken from the source.
     assert_eq!(stage.client.ready_in_cascade(&stage.source), 10);
-    let teardown = stage
-        .vhost
-        .delaytopo()
-        .args(["-o", "json", "teardown"])
-        .output()
-        .unwrap();
-    assert_eq!(teardown.status.code(), Some(1));
-    let report = stdout_json(&teardown);
+    let (code, report) = json(&stage, &["teardown"]);
+    assert_eq!(code, Some(1));
     assert!(
         report["refused"]["reason"]
             .as_str()
@@ -110,15 +116,9 @@ fn what_an_interrupted_move_left_staged_is_reported_and_released_once_by_the_nex
     let report = stage
         .vhost
         .wait_for(Duration::from_secs(30), || {
-            let verify = stage
-                .vhost
-                .delaytopo()
-                .args(["-o", "json", "verify"])
-                .output()
-                .unwrap();
-            let report = stdout_json(&verify);
+            let (code, report) = json(&stage, &["verify"]);
             (staged(&report) == 2).then(|| {
-                assert_eq!(verify.status.code(), Some(1), "{report:#}");
+                assert_eq!(code, Some(1), "{report:#}");
                 report
             })
         })
@@ -136,17 +136,9 @@ fn what_an_interrupted_move_left_staged_is_reported_and_released_once_by_the_nex
         "{report:#}"
     );
     let in_cascade = stage.client.ready_in_cascade(&stage.target);
-    let teardown = stage
-        .vhost
-        .delaytopo()
-        .args(["-o", "json", "teardown"])
-        .output()
-        .unwrap();
-    assert_eq!(teardown.status.code(), Some(1));
-    let refusal = stdout_json(&teardown)["refused"]["reason"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (code, report) = json(&stage, &["teardown"]);
+    assert_eq!(code, Some(1));
+    let refusal = report["refused"]["reason"].as_str().unwrap().to_string();
     assert!(
         refusal.starts_with(&format!(
             "4 messages in staging queue {} (and 1 message in 1 more)",
@@ -175,14 +167,8 @@ fn what_an_interrupted_move_left_staged_is_reported_and_released_once_by_the_nex
     let report = stage
         .vhost
         .wait_for(Duration::from_secs(30), || {
-            let teardown = stage
-                .vhost
-                .delaytopo()
-                .args(["-o", "json", "teardown"])
-                .output()
-                .unwrap();
-            let report = stdout_json(&teardown);
-            (teardown.status.code() == Some(0)).then_some(report)
+            let (code, report) = json(&stage, &["teardown"]);
+            (code == Some(0)).then_some(report)
         })
         .expect("teardown kept refusing");
     let removed: Vec<&str> = report["removed"]["queues"]
@@ -209,4 +195,27 @@ fn what_an_interrupted_move_left_staged_is_reported_and_released_once_by_the_nex
         );
         assert!(!left.contains(&name.as_str()), "{name} is still there");
     }
+}
+
+#[test]
+fn no_staging_publishes_straight_into_the_cascade() {
+    let messages = population(10, now_micros(), &DELIVERABLE);
+    let stage = Stage::new("staging-none", &messages);
+    let output = stage.migrate().arg("--no-staging").output().unwrap();
+    let report = stdout_json(&output);
+    assert!(output.status.success(), "{report:#}");
+    assert_eq!(report["staged"], false, "{report:#}");
+    let queues = api(
+        reqwest::Method::GET,
+        &format!("queues/{}", encode(&stage.vhost.name)),
+        None,
+    );
+    assert!(
+        !queues.as_array().unwrap().iter().any(|q| q["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("delaytopo.staging.")),
+        "{queues:#}"
+    );
+    assert_eq!(stage.inventory().assert_none_lost(&messages), 0);
 }

@@ -178,13 +178,7 @@ async fn teardown(
         // Deletes and publishes time out without a quorum, and an alarm
         // blocks the restore's checks: refuse before changing anything.
         if let Some(reason) = unsafe_now(&desired, observed, alarms.ok().flatten()) {
-            close(session).await;
-            report.refusal = Some(Refusal {
-                reason,
-                levels: Vec::new(),
-                restored: false,
-            });
-            return Ok(report.finish(&target.vhost));
+            return Ok(refuse_unchanged(session, report, reason, &target.vhost).await);
         }
     }
     let mut session = session;
@@ -196,13 +190,7 @@ async fn teardown(
         match staging::check(&mut session, &target, &desired, statistics, options.force).await {
             Ok(Ok(staged)) => staged,
             Ok(Err(reason)) => {
-                close(session).await;
-                report.refusal = Some(Refusal {
-                    reason,
-                    levels: Vec::new(),
-                    restored: false,
-                });
-                return Ok(report.finish(&target.vhost));
+                return Ok(refuse_unchanged(session, report, reason, &target.vhost).await)
             }
             Err(error) => {
                 close(session).await;
@@ -284,6 +272,22 @@ async fn teardown(
         ));
     }
     Ok(report.finish(&target.vhost))
+}
+
+/// A refusal before anything changed.
+async fn refuse_unchanged(
+    session: Session,
+    mut report: Report,
+    reason: String,
+    vhost: &str,
+) -> VhostOutcome {
+    close(session).await;
+    report.refusal = Some(Refusal {
+        reason,
+        levels: Vec::new(),
+        restored: false,
+    });
+    report.finish(vhost)
 }
 
 /// Why the broker cannot take a teardown now, if it cannot: level queues

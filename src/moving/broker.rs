@@ -170,6 +170,23 @@ pub async fn ensure_poison_queue(
         .map_err(|refusal| broker(format!("{what}: {}", refusal.text)))
 }
 
+/// Declares an exclusive, auto-delete queue (server-named for ""): it lives
+/// as long as the connection, and another connection cannot declare it (405).
+pub fn declare_exclusive<'a>(
+    channel: &'a Channel,
+    name: &str,
+) -> impl Future<Output = lapin::Result<lapin::Queue>> + 'a {
+    channel.queue_declare(
+        name.into(),
+        QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+}
+
 /// Whether two connections reach the same vhost of the same broker, however
 /// differently they were addressed (aliases, proxies): a queue declared
 /// exclusive on one is visible, but locked (405), from the other.
@@ -183,15 +200,7 @@ pub async fn same_vhost(
     let marker = bounded(
         one,
         "declaring a temporary queue",
-        channel.queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        ),
+        declare_exclusive(&channel, ""),
     )
     .await?;
     let seen = passive_queue(other, other_connection, marker.name().as_str()).await?;

@@ -23,6 +23,7 @@ mod releaser;
 pub use releaser::Releaser;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
@@ -32,7 +33,7 @@ use lapin::{Channel, Connection, ExchangeKind};
 use crate::amqp::{bounded, open_channel};
 use crate::cascade::Desired;
 use crate::exit::broker;
-use crate::moving::broker::{close_quietly, refusable};
+use crate::moving::broker::{close_quietly, declare_exclusive, refusable};
 use crate::target::Target;
 
 const RESOURCE_LOCKED: u16 = 405;
@@ -95,35 +96,35 @@ pub struct StagingLocked {
     pub lock: String,
 }
 
+/// How long a lock held by another connection is waited for: a killed
+/// run's connection holds it until the broker has closed that connection
+/// (and handled the publishes it had sent), which takes a moment.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
 /// Takes the cascade's staging lock for as long as `connection` lives: an
 /// exclusive queue, which another connection cannot declare (405). Two
 /// releasers on the same staging queues would each hold copies the other
 /// waits for.
 pub async fn lock(target: &Target, connection: &Connection, staging: &Staging) -> Result<()> {
-    let channel = open_channel(connection, target).await?;
     let what = format!("declaring the staging lock queue {}", staging.lock);
-    let declared = refusable(
-        target,
-        &what,
-        channel.queue_declare(
-            staging.lock.as_str().into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        ),
-    )
-    .await?;
-    close_quietly(channel).await;
-    match declared {
-        Ok(_) => Ok(()),
-        Err(refusal) if refusal.code == RESOURCE_LOCKED => Err(StagingLocked {
-            lock: staging.lock.clone(),
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        let channel = open_channel(connection, target).await?;
+        let declared = refusable(target, &what, declare_exclusive(&channel, &staging.lock)).await?;
+        close_quietly(channel).await;
+        match declared {
+            Ok(_) => return Ok(()),
+            Err(refusal) if refusal.code == RESOURCE_LOCKED && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(refusal) if refusal.code == RESOURCE_LOCKED => {
+                return Err(StagingLocked {
+                    lock: staging.lock.clone(),
+                }
+                .into())
+            }
+            Err(refusal) => return Err(broker(format!("{what}: {}", refusal.text))),
         }
-        .into()),
-        Err(refusal) => Err(broker(format!("{what}: {}", refusal.text))),
     }
 }
 
