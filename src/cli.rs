@@ -285,11 +285,11 @@ pub struct MoveArgs {
     /// may land again what the crashed run had landed.
     #[arg(long)]
     pub no_journal: bool,
-    /// Publish straight into the target cascade, not through its staging
-    /// queues: faster, but a publish whose confirm a killed run never saw
-    /// may then land twice (counted as in doubt).
+    /// Publish through the target cascade's staging queues (quorum cascades,
+    /// with a journal): a killed run's unconfirmed publishes are then found
+    /// there, never landed twice; slower, see the README.
     #[arg(long)]
-    pub no_staging: bool,
+    pub staging: bool,
     /// How long to keep reconnecting, with backoff, while a broker is down
     /// (a restart), or publishing again while the target refuses messages,
     /// before giving up with exit 3.

@@ -88,8 +88,28 @@ fn a_killed_run_then_a_rerun_skips_what_the_journal_recorded() {
     );
     eprintln!(
         "SIGKILL with the journal: {duplicates} duplicates, {in_doubt} reported in doubt; \
-         the re-run skipped {skipped} from the journal, found {} in the staging queues \
-         and dropped {} late copies there",
+         the re-run skipped {skipped} from the journal"
+    );
+    // What the target confirmed is never landed twice. What remains is what
+    // was published but not yet confirmed when the process died: the re-run
+    // names exactly those. They are the messages in flight, about --prefetch
+    // (seen: up to 202 with --prefetch 200, a few noted for publishing past
+    // the window as the process died), never a whole run's worth.
+    assert!(duplicates as u64 <= in_doubt, "{reports:#?}");
+    assert!(in_doubt <= 2 * 200, "{reports:#?}");
+    assert!(reports.iter().all(|r| r["staged"] == false), "{reports:#?}");
+    assert!(reports.last().unwrap()["journal"]["existed"] == true);
+}
+
+#[test]
+fn a_killed_staged_run_then_a_rerun_lands_nothing_twice() {
+    let (duplicates, reports) = killed_then_rerun("migrate-kill-staged", &["--staging"]);
+    eprintln!(
+        "SIGKILL with the journal and --staging: {duplicates} duplicates, {} reported in \
+         doubt; the re-run skipped {} from the journal, found {} in the staging queues and \
+         dropped {} late copies there",
+        sum(&reports, "in_doubt"),
+        sum(&reports, "skipped_from_journal"),
         sum(&reports, "found_in_staging"),
         sum(&reports, "dropped_in_staging")
     );
@@ -98,7 +118,6 @@ fn a_killed_run_then_a_rerun_skips_what_the_journal_recorded() {
     // re-run finds those in the staging queues, or publishes them again and
     // lets only one copy into the cascade.
     assert_eq!(duplicates, 0, "{reports:#?}");
-    assert!(in_doubt <= 2 * 200, "{reports:#?}");
     assert!(reports.iter().all(|r| r["staged"] == true), "{reports:#?}");
     assert_eq!(sum(&reports, "held_in_staging"), 0, "{reports:#?}");
     assert!(reports.last().unwrap()["journal"]["existed"] == true);
@@ -354,7 +373,7 @@ fn a_broker_restart_mid_run_does_not_end_it() {
 fn a_target_that_refuses_for_a_while_gets_every_message_and_poisons_none() {
     let messages = population(2000, now_micros(), &DELIVERABLE);
     let stage = Stage::new("migrate-nack", &messages);
-    // The target's staging queues full at once: with their `reject-publish`
+    // The target's level queues full at once: with their `reject-publish`
     // overflow, the broker nacks every publish into them, as a quorum queue
     // without a leader does while a node fails.
     let policy = format!("policies/{}/delaytopo-test-full", encode(&stage.vhost.name));
@@ -362,7 +381,7 @@ fn a_target_that_refuses_for_a_while_gets_every_message_and_poisons_none() {
         reqwest::Method::PUT,
         &policy,
         Some(serde_json::json!({
-            "pattern": r"^delaytopo\.staging\.", "apply-to": "queues",
+            "pattern": r"^nsb\.v2\.delay-level-", "apply-to": "queues",
             "definition": {"max-length": 0}, "priority": 0})),
     );
     let child = stage.spawn_migrate(&["--prefetch", "200"]);
@@ -377,9 +396,7 @@ fn a_target_that_refuses_for_a_while_gets_every_message_and_poisons_none() {
         report["refusals"].as_u64().unwrap() > 0,
         "the target never refused: {report:#}"
     );
-    // The releaser keeps taking what the staging queues accept, so they
-    // refuse in bursts: the session is reopened only if one refusal outlasts
-    // the quick tries (`reconnects`, printed below).
+    assert!(report["reconnects"].as_u64().unwrap() > 0, "{report:#}");
     let duplicates = stage.inventory().assert_none_lost(&messages);
     assert_duplicates_reported(std::slice::from_ref(&report), duplicates);
     eprintln!(

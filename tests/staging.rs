@@ -1,4 +1,4 @@
-//! The staging queues of a move into a quorum cascade: one move at a time
+//! The staging queues of a move into a quorum cascade (`--staging`): one move at a time
 //! holds them, what an interrupted move left there is released by the next
 //! run (one copy per message), verify reports it meanwhile, and teardown
 //! refuses to strand it and removes the staging queues once they are empty.
@@ -38,7 +38,7 @@ fn kinds(report: &Value) -> Vec<String> {
 fn one_move_at_a_time_holds_the_staging_queues() {
     let messages = population(20, now_micros(), &DELIVERABLE);
     let stage = Stage::new("staging-lock", &messages[..10]);
-    let first = stage.migrate().output().unwrap();
+    let first = stage.migrate().arg("--staging").output().unwrap();
     assert!(
         first.status.success(),
         "{}",
@@ -48,7 +48,7 @@ fn one_move_at_a_time_holds_the_staging_queues() {
 
     let holder = Client::new(&stage.vhost);
     holder.declare_exclusive(&stage.target.staging_lock());
-    let refused = stage.migrate().output().unwrap();
+    let refused = stage.migrate().arg("--staging").output().unwrap();
     assert_eq!(refused.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
@@ -69,7 +69,7 @@ fn one_move_at_a_time_holds_the_staging_queues() {
     );
 
     drop(holder);
-    let again = stage.migrate().output().unwrap();
+    let again = stage.migrate().arg("--staging").output().unwrap();
     assert!(
         again.status.success(),
         "{}",
@@ -82,7 +82,7 @@ fn one_move_at_a_time_holds_the_staging_queues() {
 fn what_an_interrupted_move_left_staged_is_reported_and_released_once_by_the_next_run() {
     let moved = population(10, now_micros(), &DELIVERABLE);
     let stage = Stage::new("staging-left", &moved);
-    let first = stage.migrate().output().unwrap();
+    let first = stage.migrate().arg("--staging").output().unwrap();
     assert!(
         first.status.success(),
         "{}",
@@ -153,7 +153,7 @@ fn what_an_interrupted_move_left_staged_is_reported_and_released_once_by_the_nex
     );
 
     // The next run (the source is empty) releases them, one copy each.
-    let rerun = stage.migrate().output().unwrap();
+    let rerun = stage.migrate().arg("--staging").output().unwrap();
     let report = stdout_json(&rerun);
     assert!(rerun.status.success(), "{report:#}");
     assert_eq!(report["found_in_staging"], 4, "{report:#}");
@@ -198,10 +198,10 @@ fn what_an_interrupted_move_left_staged_is_reported_and_released_once_by_the_nex
 }
 
 #[test]
-fn no_staging_publishes_straight_into_the_cascade() {
+fn without_staging_a_move_publishes_straight_into_the_cascade() {
     let messages = population(10, now_micros(), &DELIVERABLE);
     let stage = Stage::new("staging-none", &messages);
-    let output = stage.migrate().arg("--no-staging").output().unwrap();
+    let output = stage.migrate().output().unwrap();
     let report = stdout_json(&output);
     assert!(output.status.success(), "{report:#}");
     assert_eq!(report["staged"], false, "{report:#}");

@@ -147,7 +147,7 @@ fn transfer_creates_the_target_cascade_and_moves_every_message() {
 }
 
 #[test]
-fn a_killed_transfer_loses_nothing_and_a_rerun_skips_what_the_journal_recorded() {
+fn a_killed_staged_transfer_loses_nothing_and_a_rerun_lands_nothing_twice() {
     let messages = population(3000, now_micros(), &ADDRESSES);
     let stage = Stage::new("transfer-kill", &messages);
     let child = Command::new(assert_cmd::cargo::cargo_bin("delaytopo"))
@@ -156,6 +156,7 @@ fn a_killed_transfer_loses_nothing_and_a_rerun_skips_what_the_journal_recorded()
         .args(["--url", &stage.source.url(), "--no-progress", "-o", "json"])
         .args([
             "transfer",
+            "--staging",
             "--prefetch",
             "20",
             "--to-url",
@@ -172,7 +173,14 @@ fn a_killed_transfer_loses_nothing_and_a_rerun_skips_what_the_journal_recorded()
         || stage.target_client.ready_in_cascade(&stage.target_cascade),
         || stage.source_client.ready_in_cascade(&stage.source_cascade),
     );
-    let reports = run_until_ok(|| stage.transfer(), 3);
+    let reports = run_until_ok(
+        || {
+            let mut command = stage.transfer();
+            command.arg("--staging");
+            command
+        },
+        3,
+    );
     let duplicates = stage.inventory().assert_none_lost(&messages);
     assert_duplicates_reported(&reports, duplicates);
     let in_doubt = sum(&reports, "in_doubt");

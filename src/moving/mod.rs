@@ -87,8 +87,8 @@ pub struct Job {
     pub refuse_same_vhost: bool,
     /// Directory of the journals; `None`: no journal.
     pub journal: Option<PathBuf>,
-    /// `--no-staging`: publish straight into the target cascade.
-    pub no_staging: bool,
+    /// `--staging`: publish through the target cascade's staging queues.
+    pub staging: bool,
     /// How long to keep reconnecting without progress.
     pub reconnect_for: Duration,
     /// `--max-message-size`: the target's limit, when not its version's default.
@@ -113,7 +113,7 @@ impl Job {
             progress,
             refuse_same_vhost: false,
             journal: (!args.no_journal).then(|| args.journal.clone()),
-            no_staging: args.no_staging,
+            staging: args.staging,
             reconnect_for: Duration::from_secs(args.reconnect_for),
             max_message_size: args.max_message_size,
         }
@@ -359,14 +359,14 @@ impl Shared<'_> {
         released
     }
 
-    /// Whether moved messages are staged: only into a quorum cascade (a
-    /// classic one is for brokers where quorum queues and at-least-once
-    /// dead-lettering may not be there), only with a journal (which says
-    /// when a staged message may go on), and not with `--no-staging`.
+    /// Whether moved messages are staged: with `--staging`, only into a
+    /// quorum cascade (a classic one is for brokers where quorum queues and
+    /// at-least-once dead-lettering may not be there), and only with a
+    /// journal (which says when a staged message may go on).
     fn staging_wanted(&self) -> bool {
         let job = self.job;
         !job.dry_run
-            && !job.no_staging
+            && job.staging
             && self.journal.is_some()
             && job.to.cascade.queue_type == crate::topology::QueueType::Quorum
     }
